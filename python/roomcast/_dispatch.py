@@ -1,0 +1,198 @@
+"""Runs the application's hooks: a pool of worker threads for sync hooks, an asyncio loop for
+async ones.
+
+Each worker waits in Rust (GIL released) for a connection with events and gets all its
+waiting events at once. One connection's events are handled in order, one at a time;
+different connections in parallel. When a hook returns a coroutine, the connection is held
+until it completes on the loop, and then handed back to the pool, so an async hook keeps the
+order too without tying up a worker while it awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+from collections.abc import Awaitable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from .connection import Connection, Request
+from .exceptions import Reject
+
+if TYPE_CHECKING:
+    from ._roomcast import Core, Event
+    from .server import Server
+
+logger = logging.getLogger("roomcast")
+
+# Event kinds; mirrored from src/py/core.rs.
+CONNECT, OPEN, TEXT, BINARY, ROUTED, CLOSE = range(6)
+
+
+class Dispatcher:
+    def __init__(self, app: Server, core: Core, loop: asyncio.AbstractEventLoop, workers: int):
+        self._app = app
+        self._core = core
+        self._loop = loop
+        self._conns: dict[int, Connection] = {}
+        self._held: dict[int, list[Event]] = {}
+        self._threads = [
+            threading.Thread(target=self._work, name=f"roomcast-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the workers to drain and exit; False if some did not in time."""
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me:
+                t.join(timeout)
+        return not any(t.is_alive() and t is not me for t in self._threads)
+
+    def connection(self, conn_id: int) -> Optional[Connection]:
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            info = self._core.info(conn_id)
+            if info is not None:
+                # No hook saw this connection (none registered): a fresh handle will do.
+                conn = Connection(self._core, conn_id, info)
+        return conn
+
+    def _work(self) -> None:
+        core = self._core
+        while True:
+            batch = core.next_batch()
+            if batch is None:
+                return
+            conn_id, events = batch
+            try:
+                self._run(conn_id, events)
+            except BaseException:  # never lose a worker, never leave a connection held
+                logger.exception("roomcast internal error handling connection %s", conn_id)
+                core.finish(conn_id)
+
+    def _run(self, conn_id: int, events: list[Event]) -> None:
+        held = self._held.pop(conn_id, None)
+        if held:
+            events = held + events
+        for i, event in enumerate(events):
+            pending = self._handle(conn_id, event)
+            if pending is not None:
+                rest = events[i + 1 :]
+                try:
+                    fut = asyncio.run_coroutine_threadsafe(pending, self._loop)
+                except RuntimeError:
+                    logger.error("connection %s: the asyncio loop is closed; async hook skipped", conn_id)
+                    pending.close()
+                    continue
+                fut.add_done_callback(partial(self._resume, conn_id, rest))
+                return
+        self._core.finish(conn_id)
+
+    def _resume(self, conn_id: int, rest: list[Event], _fut: Any) -> None:
+        if rest:
+            self._held[conn_id] = rest
+        self._core.wake(conn_id)
+
+    def _handle(self, conn_id: int, event: Event) -> Optional[Any]:
+        """Runs the hook for one event; returns a coroutine to await, if the hook is async."""
+        app = self._app
+        kind = event[0]
+        if kind == TEXT or kind == BINARY:
+            conn = self._conns.get(conn_id)
+            if conn is None or app._on_message is None:
+                return None
+            return _call(app._on_message, "on_message", conn, event[1])
+        if kind == ROUTED:
+            conn = self._conns.get(conn_id)
+            hook = app._events.get(event[2])
+            if conn is None:
+                return None
+            if hook is None:  # the hook was removed after the frame was read
+                if app._on_message is not None:
+                    return _call(app._on_message, "on_message", conn, event[1])
+                return None
+            return _call(hook, f"on({event[2]!r})", conn, json.loads(event[1]))
+        if kind == CONNECT or kind == OPEN:
+            conn = Connection(self._core, conn_id, event[1])
+            self._conns[conn_id] = conn
+            if kind == OPEN:
+                return None
+            return self._connect(conn)
+        if kind == CLOSE:
+            conn = self._conns.pop(conn_id, None)
+            if conn is None or app._on_disconnect is None:
+                return None
+            return _call(app._on_disconnect, "on_disconnect", conn, event[1], event[2])
+        return None
+
+    def _connect(self, conn: Connection) -> Optional[Any]:
+        hook = self._app._on_connect
+        if hook is None:
+            self._decide(conn, True)
+            return None
+        try:
+            result = hook(conn, conn.request)
+        except BaseException as exc:
+            self._refuse(conn, exc)
+            return None
+        if inspect.isawaitable(result):
+            return self._connect_async(conn, result)
+        self._decide(conn, result)
+        return None
+
+    async def _connect_async(self, conn: Connection, pending: Awaitable[Any]) -> None:
+        try:
+            result = await pending
+        except BaseException as exc:
+            self._refuse(conn, exc)
+            return
+        self._decide(conn, result)
+
+    def _decide(self, conn: Connection, result: Any) -> None:
+        if result is False:
+            self._conns.pop(conn.id, None)
+            self._core.reject(conn.id, 403, "Forbidden: the server refused this connection\n")
+        elif not self._core.accept(conn.id):
+            # The handshake is gone (client left, or on_connect took longer than
+            # handshake_timeout): no further event will come for it.
+            self._conns.pop(conn.id, None)
+
+    def _refuse(self, conn: Connection, exc: BaseException) -> None:
+        self._conns.pop(conn.id, None)
+        if isinstance(exc, Reject):
+            self._core.reject(conn.id, exc.status, exc.reason)
+            return
+        logger.error(
+            "on_connect hook raised for connection %s; refusing it with 500",
+            conn.id,
+            exc_info=exc,
+        )
+        self._core.reject(conn.id, 500, "Internal Server Error\n")
+        if not isinstance(exc, Exception):
+            raise exc
+
+
+def _call(hook: Callable[..., Any], name: str, conn: Connection, *args: Any) -> Optional[Any]:
+    try:
+        result = hook(conn, *args)
+    except Exception:
+        logger.exception("%s hook raised for connection %s", name, conn.id)
+        return None
+    if inspect.isawaitable(result):
+        return _guard(result, name, conn)
+    return None
+
+
+async def _guard(pending: Awaitable[Any], name: str, conn: Connection) -> None:
+    try:
+        await pending
+    except Exception:
+        logger.exception("%s hook raised for connection %s", name, conn.id)

@@ -1,0 +1,63 @@
+"""Rooms: named groups of connections that receive broadcasts together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from ._payload import encode
+from .connection import Connection
+
+if TYPE_CHECKING:
+    from ._roomcast import Core
+
+Exclude = Union[Connection, Iterable[Connection], None]
+
+
+def exclude_ids(exclude: Exclude) -> list[int]:
+    if exclude is None:
+        return []
+    if isinstance(exclude, Connection):
+        return [exclude.id]
+    return [c.id for c in exclude]
+
+
+class Room:
+    """A handle on one room of a running server. Cheap to create; holds no state itself.
+
+    A room exists while it has members. Every method may be called from any thread.
+    """
+
+    __slots__ = ("_core", "_lookup", "name")
+
+    def __init__(self, core: Core, name: str, lookup: Callable[[int], Optional[Connection]]):
+        self._core = core
+        self._lookup = lookup
+        self.name = name
+
+    def broadcast(self, message: Any, exclude: Exclude = None) -> int:
+        """Send ``message`` to every member but ``exclude`` (a connection or several).
+
+        The message is serialised once and its bytes shared by every member; the call
+        returns at once with the number of members it was queued for. Each member's queue
+        bound applies to it alone: a slow member never delays the others.
+        """
+        return self._core.broadcast(self.name, encode(message), exclude_ids(exclude))
+
+    @property
+    def count(self) -> int:
+        return self._core.room_count(self.name)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def members(self) -> list[Connection]:
+        found = (self._lookup(i) for i in self._core.room_members(self.name))
+        return [c for c in found if c is not None]
+
+    def __contains__(self, conn: object) -> bool:
+        return isinstance(conn, Connection) and conn.id in self._core.room_members(self.name)
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name!r} members={self.count}>"

@@ -1,0 +1,300 @@
+"""The application object: settings, hooks, and starting/stopping the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Callable, Optional, TypeVar
+
+from . import _logging
+from ._dispatch import Dispatcher
+from ._payload import encode
+from ._roomcast import Core
+from .connection import Connection
+from .rooms import Exclude, Room, exclude_ids
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Server:
+    """A WebSocket server. Register hooks with the decorators, then ``run()``,
+    ``start()``, or ``async with serve()``.
+
+    Hooks may be plain functions or ``async def``. Sync hooks run on a pool of ``workers``
+    threads; async hooks on an asyncio loop (the caller's with ``serve()``, a dedicated
+    thread's with ``run()``/``start()``). Events of one connection reach its hooks in order,
+    one at a time; different connections are handled concurrently. A hook that raises is
+    logged (logger ``roomcast``) and its connection stays open.
+
+    Settings (every limit has a default, an error code, and a log line):
+
+    - ``heartbeat_interval`` (30.0 s; ``None`` = off): each interval the server pings every
+      connection; one that sent nothing since the previous ping is closed (1011, reason
+      "heartbeat timeout") and its ``on_disconnect`` runs.
+    - ``app_heartbeat`` (False): also send ``{"event":"heartbeat","message":"ping"}`` each
+      interval, swallow ``{"event":"heartbeat","message":"pong"}``, answer text ``ping`` with
+      ``pong`` (the clients of seeds 000 and 004).
+    - ``max_message_size`` (1 MiB): larger messages close the connection with 1009.
+    - ``queue_size`` (1024 frames) and ``overflow`` (``"close"``: close with 1013; or
+      ``"drop"``: drop what does not fit): what happens to a client that reads too slowly.
+    - ``paths`` (None = every path): other paths get HTTP 404 at the handshake.
+    - ``subprotocols``: offered subprotocols the server accepts, in preference order.
+    - ``max_header_bytes`` (16 KiB → 431), ``handshake_timeout`` (10 s → 408, or 503 when
+      ``on_connect`` does not decide in time), ``close_timeout`` (5 s to wait for the
+      client's Close), ``shutdown_timeout`` (5 s for connections to drain at stop).
+    - ``workers`` (8 threads for sync hooks), ``mailbox_limit`` (256 events of one
+      connection waiting for a hook before the server stops reading from it),
+      ``io_threads`` (0 = one per core), ``read_buffer_size``/``write_buffer_size``.
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat_interval: Optional[float] = 30.0,
+        app_heartbeat: bool = False,
+        max_message_size: int = 1 << 20,
+        queue_size: int = 1024,
+        overflow: str = "close",
+        paths: Optional[Iterable[str]] = None,
+        subprotocols: Sequence[str] = (),
+        max_header_bytes: int = 16 * 1024,
+        handshake_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        shutdown_timeout: float = 5.0,
+        workers: int = 8,
+        mailbox_limit: int = 256,
+        io_threads: int = 0,
+        read_buffer_size: int = 16 * 1024,
+        write_buffer_size: int = 16 * 1024,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1 (got {workers})")
+        self._settings: dict[str, Any] = {
+            "heartbeat_interval": heartbeat_interval,
+            "app_heartbeat": app_heartbeat,
+            "max_message_size": max_message_size,
+            "queue_size": queue_size,
+            "overflow": overflow,
+            "paths": None if paths is None else list(paths),
+            "subprotocols": list(subprotocols),
+            "max_header_bytes": max_header_bytes,
+            "handshake_timeout": handshake_timeout,
+            "close_timeout": close_timeout,
+            "mailbox_limit": mailbox_limit,
+            "io_threads": io_threads,
+            "read_buffer_size": read_buffer_size,
+            "write_buffer_size": write_buffer_size,
+        }
+        self.shutdown_timeout = shutdown_timeout
+        self.workers = workers
+        self._on_connect: Optional[Callable[..., Any]] = None
+        self._on_message: Optional[Callable[..., Any]] = None
+        self._on_disconnect: Optional[Callable[..., Any]] = None
+        self._events: dict[str, Callable[..., Any]] = {}
+        self._running: Optional[RunningServer] = None
+        self._lock = threading.Lock()
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def on_connect(self, hook: F) -> F:
+        """``hook(conn, request)`` runs before the handshake completes.
+
+        Return ``False`` (HTTP 403) or raise ``roomcast.Reject(status, reason)`` to refuse;
+        anything else accepts. The connection may already ``send`` and ``join`` rooms here:
+        the frames go out right after the handshake. If it raises anything else, the
+        client gets 500 and the error is logged.
+        """
+        self._on_connect = hook
+        self._sync_routes()
+        return hook
+
+    def on_message(self, hook: F) -> F:
+        """``hook(conn, message)`` for every text (``str``) or binary (``bytes``) message
+        that no ``on(event)`` hook takes."""
+        self._on_message = hook
+        self._sync_routes()
+        return hook
+
+    def on(self, event: str) -> Callable[[F], F]:
+        """``hook(conn, data)`` for JSON text messages whose ``"event"`` field is ``event``;
+        ``data`` is the decoded object. Other messages fall through to ``on_message``."""
+
+        def register(hook: F) -> F:
+            self._events[event] = hook
+            self._sync_routes()
+            return hook
+
+        return register
+
+    def on_disconnect(self, hook: F) -> F:
+        """``hook(conn, code, reason)`` once, after the connection has closed for any
+        reason: the client's close code, 1006 if it vanished, the server's code (1001 at
+        shutdown, 1011 heartbeat timeout, 1013 overflow, 1002/1007/1009 protocol errors)."""
+        self._on_disconnect = hook
+        self._sync_routes()
+        return hook
+
+    def _sync_routes(self) -> None:
+        running = self._running
+        if running is not None:
+            running._core.set_routes(*self._routes())
+
+    def _routes(self) -> tuple[bool, bool, bool, list[str]]:
+        return (
+            self._on_connect is not None,
+            self._on_message is not None,
+            self._on_disconnect is not None,
+            list(self._events),
+        )
+
+    # -- rooms and broadcast -----------------------------------------------------------------
+
+    def _core(self) -> Core:
+        running = self._running
+        if running is None:
+            raise RuntimeError("the server is not running; call start(), run() or serve() first")
+        return running._core
+
+    def room(self, name: str) -> Room:
+        """The room called ``name`` (empty until someone joins)."""
+        running = self._running
+        if running is None:
+            raise RuntimeError("the server is not running; call start(), run() or serve() first")
+        return Room(running._core, name, running._dispatcher.connection)
+
+    @property
+    def rooms(self) -> list[Room]:
+        """Every room that has members."""
+        return [self.room(name) for name in self._core().room_names()]
+
+    def broadcast(self, message: Any, exclude: Exclude = None) -> int:
+        """Send ``message`` to every open connection; see ``Room.broadcast``."""
+        return self._core().broadcast(None, encode(message), exclude_ids(exclude))
+
+    @property
+    def connection_count(self) -> int:
+        return self._core().connection_count()
+
+    # -- running -----------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+        """Start serving in background threads and return at once (``port=0`` picks a free
+        port: read it from the result). Stop with ``.stop()``, from any thread."""
+        return self._start(host, port, None)
+
+    def _start(self, host: str, port: int, loop: Optional[asyncio.AbstractEventLoop]) -> RunningServer:
+        with self._lock:
+            if self._running is not None:
+                raise RuntimeError("this server is already running; stop() it first")
+            _logging.start()
+            core = Core(host, port, self._settings)
+            core.set_routes(*self._routes())
+            running = RunningServer(self, core, loop)
+            self._running = running
+        return running
+
+    def _stopped(self, running: RunningServer) -> None:
+        with self._lock:
+            if self._running is running:
+                self._running = None
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[RunningServer]:
+        """``async with app.serve(host, port) as server:`` serves while the block runs, with
+        async hooks on the caller's loop; leaving the block stops it gracefully."""
+        running = self._start(host, port, asyncio.get_running_loop())
+        try:
+            yield running
+        finally:
+            await running.aclose()
+
+    def run(self, host: str = "127.0.0.1", port: int = 8765) -> None:
+        """Serve until Ctrl-C or SIGTERM, then shut down gracefully."""
+        running = self.start(host, port)
+        done = threading.Event()
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: done.set())
+        print(f"roomcast: serving on {running.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        try:
+            while not done.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            print("roomcast: shutting down", file=sys.stderr, flush=True)
+            running.stop()
+
+
+class RunningServer:
+    """A started server: its address, and ``stop()``. Also a context manager."""
+
+    def __init__(self, app: Server, core: Core, loop: Optional[asyncio.AbstractEventLoop]):
+        self.app = app
+        self._core = core
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        self._own_loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
+        if loop is None:
+            loop = asyncio.new_event_loop()
+            self._own_loop = loop
+            self._loop_thread = threading.Thread(
+                target=loop.run_forever, name="roomcast-asyncio", daemon=True
+            )
+            self._loop_thread.start()
+        self._dispatcher = Dispatcher(app, core, loop, app.workers)
+        self._dispatcher.start()
+
+    @property
+    def host(self) -> str:
+        return self._core.host
+
+    @property
+    def port(self) -> int:
+        return self._core.port
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}"
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        """Graceful shutdown: stop accepting, close every connection with 1001, wait up to
+        ``timeout`` (default: the server's ``shutdown_timeout``) for their queues to drain,
+        run every ``on_disconnect``, then return. Idempotent; callable from any thread."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        timeout = self.app.shutdown_timeout if timeout is None else timeout
+        self._core.stop(timeout)
+        if not self._dispatcher.join(timeout + 5.0):
+            _logging.logger.warning("shutdown: some hooks were still running; not waiting for them")
+        if self._own_loop is not None and self._loop_thread is not None:
+            self._own_loop.call_soon_threadsafe(self._own_loop.stop)
+            self._loop_thread.join(timeout)
+            if not self._loop_thread.is_alive():
+                self._own_loop.close()
+        self.app._stopped(self)
+        _logging.flush()
+
+    async def aclose(self) -> None:
+        """``stop()`` without blocking the running event loop (async hooks may still run)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<RunningServer {self.url}>"

@@ -1,0 +1,147 @@
+//! Server settings: every limit the core enforces, with its default, in one place.
+
+use std::time::Duration;
+
+/// What to do when a connection's outbound queue is full (the client reads slower than we send).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Close the connection with 1013 (try again later) and log it. Nothing is silently lost:
+    /// the client learns it fell behind and can reconnect.
+    Close,
+    /// Drop the message that did not fit, count it, and keep the connection.
+    Drop,
+}
+
+impl OverflowPolicy {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "close" => Some(Self::Close),
+            "drop" => Some(Self::Drop),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest message (and frame) a client may send; larger ones close with 1009.
+    pub max_message_size: usize,
+    /// Outbound frames queued per connection before `overflow` applies.
+    pub queue_size: usize,
+    pub overflow: OverflowPolicy,
+    /// Sweep period; `None` turns the heartbeat off.
+    pub heartbeat_interval: Option<Duration>,
+    /// Also send `{"event":"heartbeat","message":"ping"}` each sweep and answer the text `ping`.
+    pub app_heartbeat: bool,
+    /// tungstenite's read/write buffers. Its 128 KiB defaults cost ~130 KiB per idle connection.
+    pub read_buffer_size: usize,
+    pub write_buffer_size: usize,
+    /// Largest HTTP request head (request line + headers); larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Time a client has to finish its HTTP request, and `on_connect` has to decide; then 408/503.
+    pub handshake_timeout: Duration,
+    /// After we send a Close frame, how long we wait for the client's before dropping the socket.
+    pub close_timeout: Duration,
+    /// Paths served; `None` serves every path. Others get 404 at the handshake.
+    pub paths: Option<Vec<String>>,
+    /// Subprotocols the server speaks, in order of preference.
+    pub subprotocols: Vec<String>,
+    /// Events of one connection waiting for Python before its reader pauses (TCP backpressure).
+    pub mailbox_limit: usize,
+    /// Tokio worker threads; 0 means one per core.
+    pub io_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_size: 1 << 20,
+            queue_size: 1024,
+            overflow: OverflowPolicy::Close,
+            heartbeat_interval: Some(Duration::from_secs(30)),
+            app_heartbeat: false,
+            read_buffer_size: 16 * 1024,
+            write_buffer_size: 16 * 1024,
+            max_header_bytes: 16 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            paths: None,
+            subprotocols: Vec::new(),
+            mailbox_limit: 256,
+            io_threads: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Rejects settings that cannot work, saying which and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_message_size == 0 {
+            return Err("max_message_size must be at least 1 byte".into());
+        }
+        if self.queue_size == 0 {
+            return Err("queue_size must be at least 1 frame".into());
+        }
+        if self.mailbox_limit == 0 {
+            return Err("mailbox_limit must be at least 1 event".into());
+        }
+        if let Some(interval) = self.heartbeat_interval {
+            if interval.is_zero() {
+                return Err("heartbeat_interval must be positive, or None to turn it off".into());
+            }
+        }
+        if self.max_header_bytes < 256 {
+            return Err("max_header_bytes must be at least 256".into());
+        }
+        Ok(())
+    }
+
+    pub fn serves_path(&self, path: &str) -> bool {
+        match &self.paths {
+            None => true,
+            Some(paths) => paths.iter().any(|p| p == path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn zero_limits_are_refused_with_the_setting_named() {
+        let c = Config {
+            queue_size: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("queue_size"));
+        let c = Config {
+            heartbeat_interval: Some(Duration::ZERO),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("heartbeat_interval"));
+    }
+
+    #[test]
+    fn paths() {
+        let c = Config {
+            paths: Some(vec!["/ws".into()]),
+            ..Config::default()
+        };
+        assert!(c.serves_path("/ws"));
+        assert!(!c.serves_path("/other"));
+        assert!(Config::default().serves_path("/anything"));
+    }
+
+    #[test]
+    fn overflow_names() {
+        assert_eq!(OverflowPolicy::parse("close"), Some(OverflowPolicy::Close));
+        assert_eq!(OverflowPolicy::parse("drop"), Some(OverflowPolicy::Drop));
+        assert_eq!(OverflowPolicy::parse("block"), None);
+    }
+}

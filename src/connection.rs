@@ -1,0 +1,540 @@
+//! One WebSocket connection: its send handle (what rooms and the API hold), and the tasks that
+//! run it: handshake, one reader, one writer, joined by a bounded queue.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::Instant;
+
+use crate::config::OverflowPolicy;
+use crate::dispatch::Pushed;
+use crate::envelope;
+use crate::events::{ConnInfo, Decision, Event};
+use crate::frames::{self, FrameReader, FrameWriter, Incoming, Outgoing, ReadError, Text};
+use crate::handshake::{self, Reply};
+use crate::heartbeat::Beat;
+use crate::hub::Hub;
+use crate::ConnId;
+
+/// Frames written before one flush: enough to batch, few enough to keep latency flat.
+const MAX_WRITE_BATCH: usize = 64;
+
+#[derive(Clone, Debug)]
+struct CloseRequest {
+    code: u16,
+    reason: String,
+    /// How long to wait for the client's Close after ours before dropping the socket.
+    wait: Duration,
+}
+
+/// What the rest of the server holds of a connection. Cheap to share (`Arc`), safe from any
+/// thread; sending never blocks.
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub info: Arc<ConnInfo>,
+    tx: mpsc::Sender<Outgoing>,
+    queue_size: usize,
+    overflow: OverflowPolicy,
+    close_timeout: Duration,
+    app_heartbeat: bool,
+    /// Payload bytes queued and not yet handed to the socket.
+    queued_bytes: AtomicUsize,
+    /// Set by the reader on every frame, cleared by each heartbeat sweep.
+    alive: AtomicBool,
+    open: AtomicBool,
+    dropped: AtomicU64,
+    // std Mutex: set once per connection, read by the reader and writer, never across .await.
+    close_request: Mutex<Option<CloseRequest>>,
+    /// Tells the writer to send the Close frame now, ahead of the queue.
+    urgent: Notify,
+    /// Tells the reader a close started, so it stops waiting for the client after a deadline.
+    closing: Notify,
+}
+
+impl ConnHandle {
+    pub fn new(
+        id: ConnId,
+        info: Arc<ConnInfo>,
+        hub: &Hub,
+    ) -> (Arc<Self>, mpsc::Receiver<Outgoing>) {
+        let cfg = &hub.config;
+        let (tx, rx) = mpsc::channel(cfg.queue_size);
+        let handle = Arc::new(Self {
+            id,
+            info,
+            tx,
+            queue_size: cfg.queue_size,
+            overflow: cfg.overflow,
+            close_timeout: cfg.close_timeout,
+            app_heartbeat: cfg.app_heartbeat,
+            queued_bytes: AtomicUsize::new(0),
+            alive: AtomicBool::new(true),
+            open: AtomicBool::new(true),
+            dropped: AtomicU64::new(0),
+            close_request: Mutex::new(None),
+            urgent: Notify::new(),
+            closing: Notify::new(),
+        });
+        (handle, rx)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    pub fn buffered_amount(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped by the `drop` overflow policy.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Queues a frame without waiting. A full queue applies the overflow policy; the return
+    /// value says whether the frame was queued.
+    pub fn send(&self, out: Outgoing) -> bool {
+        if !self.is_open() {
+            return false;
+        }
+        let len = out.len();
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(err) => {
+                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                if let mpsc::error::TrySendError::Full(_) = err {
+                    self.overflowed();
+                }
+                false
+            }
+        }
+    }
+
+    fn overflowed(&self) {
+        match self.overflow {
+            OverflowPolicy::Close => {
+                log::warn!(
+                    "connection {}: outbound queue full ({} frames, {} bytes waiting); closing with 1013 (overflow='close')",
+                    self.id, self.queue_size, self.buffered_amount()
+                );
+                self.request_close(
+                    1013,
+                    "outbound queue full: client reads too slowly".into(),
+                    self.close_timeout,
+                    true,
+                );
+            }
+            OverflowPolicy::Drop => {
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    log::warn!(
+                        "connection {}: outbound queue full ({} frames); dropping messages it cannot take (overflow='drop')",
+                        self.id, self.queue_size
+                    );
+                }
+            }
+        }
+    }
+
+    /// Closes after the frames already queued (an orderly close).
+    pub fn close(&self, code: u16, reason: String) {
+        if !self.request_close(code, reason.clone(), self.close_timeout, false) {
+            return;
+        }
+        let close = Outgoing::Close(code, reason);
+        let len = close.len();
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if self.tx.try_send(close).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            // Queue full: the Close jumps it rather than wait behind a slow reader.
+            self.urgent.notify_one();
+        }
+    }
+
+    /// Closes now: the Close frame jumps the queue and the client is not waited for.
+    pub fn terminate(&self, code: u16, reason: String) {
+        self.request_close(code, reason, Duration::ZERO, true);
+    }
+
+    /// Records the first close request; later ones are ignored (close is idempotent).
+    fn request_close(&self, code: u16, reason: String, wait: Duration, urgent: bool) -> bool {
+        {
+            let mut req = self.close_request.lock().unwrap();
+            if req.is_some() {
+                return false;
+            }
+            *req = Some(CloseRequest { code, reason, wait });
+        }
+        self.open.store(false, Ordering::Release);
+        if urgent {
+            self.urgent.notify_one();
+        }
+        self.closing.notify_one();
+        true
+    }
+
+    fn close_request(&self) -> Option<CloseRequest> {
+        self.close_request.lock().unwrap().clone()
+    }
+
+    fn mark_alive(&self) {
+        // A plain store: the sweeper only needs to see it eventually.
+        self.alive.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Beat for Arc<ConnHandle> {
+    fn take_alive(&self) -> bool {
+        self.alive.swap(false, Ordering::Relaxed)
+    }
+
+    fn ping(&self) {
+        self.send(Outgoing::Ping);
+        if self.app_heartbeat {
+            self.send(Outgoing::Text(Text::from_static(envelope::HEARTBEAT_PING)));
+        }
+    }
+
+    fn expire(&self, interval: Duration) {
+        log::info!(
+            "connection {}: heartbeat timeout, nothing received for {:.1} s; closing",
+            self.id,
+            interval.as_secs_f64()
+        );
+        self.terminate(
+            1011,
+            format!(
+                "heartbeat timeout: nothing received for {:.1} s",
+                interval.as_secs_f64()
+            ),
+        );
+    }
+}
+
+/// Unregisters the connection and sends its last event however the task ends, even when it
+/// is aborted at shutdown.
+struct Lifecycle {
+    hub: Arc<Hub>,
+    id: ConnId,
+    announced: bool,
+    outcome: Option<(u16, String)>,
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
+        if self.announced {
+            let (code, reason) = self
+                .outcome
+                .take()
+                .unwrap_or((1001, "server stopped before the connection closed".into()));
+            self.hub
+                .push_event(self.id, Event::Disconnect { code, reason });
+        }
+    }
+}
+
+/// Runs one accepted TCP connection from its first byte to its last.
+pub async fn serve(
+    hub: Arc<Hub>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<Option<Duration>>,
+) {
+    let cfg = &hub.config;
+    let (request, leftover) = match read_head(
+        &mut stream,
+        cfg.max_header_bytes,
+        cfg.handshake_timeout,
+        shutdown.clone(),
+    )
+    .await
+    {
+        Ok(Some(x)) => x,
+        Ok(None) => return,
+        Err(reply) => {
+            log::info!(
+                "{peer}: refused handshake with {}: {}",
+                reply.status,
+                reply.body.trim_end()
+            );
+            return write_reply(&mut stream, &reply).await;
+        }
+    };
+    if !request.wants_websocket() {
+        log::debug!(
+            "{peer}: plain HTTP {} {} answered with 426",
+            request.method,
+            request.path
+        );
+        return write_reply(&mut stream, &handshake::plain_http_reply(&request)).await;
+    }
+    if !cfg.serves_path(&request.path) {
+        log::info!("{peer}: no WebSocket endpoint at {}; 404", request.path);
+        let reply = Reply::new(404, format!("no WebSocket endpoint at {}\n", request.path));
+        return write_reply(&mut stream, &reply).await;
+    }
+    let key = match handshake::validate_upgrade(&request) {
+        Ok(key) => key,
+        Err(reply) => {
+            log::info!(
+                "{peer}: bad upgrade request, {}: {}",
+                reply.status,
+                reply.body.trim_end()
+            );
+            return write_reply(&mut stream, &reply).await;
+        }
+    };
+    let subprotocols = request.subprotocols();
+    let subprotocol = handshake::choose_subprotocol(&subprotocols, &cfg.subprotocols);
+    let info = Arc::new(ConnInfo {
+        path: request.path,
+        query: request.query,
+        headers: request.headers,
+        remote_addr: peer,
+        subprotocols,
+        subprotocol: subprotocol.clone(),
+    });
+
+    let id = hub.next_id();
+    let (handle, rx) = ConnHandle::new(id, info.clone(), &hub);
+    // Registered before the decision, so `on_connect` can already send and join rooms; the
+    // frames wait in the queue until the handshake completes.
+    hub.register(handle.clone());
+    let mut life = Lifecycle {
+        hub: hub.clone(),
+        id,
+        announced: false,
+        outcome: None,
+    };
+
+    let routes = hub.routes();
+    if routes.connect {
+        let (tx, decision) = oneshot::channel();
+        hub.await_decision(id, tx);
+        hub.push_event(id, Event::Connect(info));
+        match tokio::time::timeout(cfg.handshake_timeout, decision).await {
+            Ok(Ok(Decision::Accept)) => {}
+            Ok(Ok(Decision::Reject { status, body })) => {
+                log::info!("connection {id} ({peer}): on_connect refused it with {status}");
+                return write_reply(&mut stream, &Reply::new(status, body)).await;
+            }
+            Ok(Err(_)) | Err(_) => {
+                hub.forget_decision(id);
+                log::warn!(
+                    "connection {id} ({peer}): on_connect did not decide within {:.1} s; 503",
+                    cfg.handshake_timeout.as_secs_f64()
+                );
+                let reply = Reply::new(
+                    503,
+                    "the server did not accept the connection in time; retry\n",
+                );
+                return write_reply(&mut stream, &reply).await;
+            }
+        }
+    } else if routes.any() {
+        hub.push_event(id, Event::Open(info));
+    }
+    life.announced = routes.any();
+
+    if stream
+        .write_all(&handshake::accept_reply(&key, subprotocol.as_deref()).to_bytes())
+        .await
+        .is_err()
+    {
+        life.outcome = Some((1006, "connection lost during the handshake".into()));
+        return;
+    }
+    if shutdown.borrow().is_some() {
+        handle.close(1001, "server shutting down".into());
+    }
+    let (reader, writer) = frames::open(stream, leftover, cfg).await;
+    let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx));
+    let outcome = read_loop(&hub, &handle, reader).await;
+    handle.open.store(false, Ordering::Release);
+    // A Close of ours may still be in flight: give the writer a moment to finish it.
+    if handle.close_request().is_some() {
+        let grace = Duration::from_secs(1);
+        if tokio::time::timeout(grace, &mut writer_task).await.is_err() {
+            writer_task.abort();
+        }
+    } else {
+        writer_task.abort();
+    }
+    life.outcome = Some(outcome);
+}
+
+/// Reads the HTTP request head. `Ok(None)`: the client left, or the server is stopping.
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+    limit: Duration,
+    mut shutdown: watch::Receiver<Option<Duration>>,
+) -> Result<Option<(handshake::Request, Vec<u8>)>, Reply> {
+    let deadline = Instant::now() + limit;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    return Err(Reply::new(408, format!(
+                        "the request head did not arrive within {:.1} s\n", limit.as_secs_f64()
+                    )))
+                }
+            },
+            _ = shutdown.changed() => {
+                return Err(Reply::new(503, "the server is shutting down\n"));
+            }
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((request, head_len)) = handshake::parse_head(&buf, max)? {
+            return Ok(Some((request, buf.split_off(head_len))));
+        }
+    }
+}
+
+async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
+    let _ = stream.write_all(&reply.to_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Delivers incoming frames until the connection ends; returns its close code and reason.
+async fn read_loop(hub: &Hub, handle: &Arc<ConnHandle>, mut reader: FrameReader) -> (u16, String) {
+    let id = handle.id;
+    let mut peer_close: Option<(u16, String)> = None;
+    let mut deadline: Option<Instant> = None;
+    let far = Duration::from_secs(86_400 * 365);
+    loop {
+        let wake = deadline.unwrap_or_else(|| Instant::now() + far);
+        let next = tokio::select! {
+            next = reader.next() => next,
+            _ = handle.closing.notified(), if deadline.is_none() => {
+                let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
+                deadline = Some(Instant::now() + wait);
+                continue;
+            }
+            _ = tokio::time::sleep_until(wake), if deadline.is_some() => break,
+        };
+        let incoming = match next {
+            None => break,
+            Some(Ok(incoming)) => incoming,
+            Some(Err(ReadError::Lost)) => break,
+            Some(Err(ReadError::Violation(code, reason))) => {
+                log::info!("connection {id}: {reason}; closing with {code}");
+                handle.terminate(code, reason);
+                break;
+            }
+        };
+        handle.mark_alive();
+        let pushed = match incoming {
+            Incoming::Control => continue,
+            Incoming::Close(code, reason) => {
+                peer_close.get_or_insert((code, reason));
+                continue;
+            }
+            Incoming::Text(text) => match route_text(hub, handle, text) {
+                Some(event) => hub.push_event(id, event),
+                None => continue,
+            },
+            Incoming::Binary(data) => {
+                if !hub.routes().message {
+                    continue;
+                }
+                hub.push_event(id, Event::Binary(data))
+            }
+        };
+        if let Pushed::Full(drained) = pushed {
+            // Python is behind on this connection: stop reading so TCP pushes back on the client.
+            tokio::select! {
+                _ = drained.notified() => {}
+                _ = handle.closing.notified(), if deadline.is_none() => {
+                    let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
+                    deadline = Some(Instant::now() + wait);
+                }
+            }
+        }
+    }
+    match handle.close_request() {
+        Some(req) => (req.code, req.reason),
+        None => peer_close.unwrap_or((1006, "connection lost without a Close frame".into())),
+    }
+}
+
+/// Decides what a text frame becomes: a routed event, a plain message, a heartbeat answer, or
+/// nothing (no hook wants it).
+fn route_text(hub: &Hub, handle: &ConnHandle, text: Text) -> Option<Event> {
+    let routes = hub.routes();
+    if handle.app_heartbeat && text.as_str() == "ping" {
+        handle.send(Outgoing::Text(Text::from_static("pong")));
+        return None;
+    }
+    let wants_envelope = !routes.events.is_empty() || handle.app_heartbeat;
+    if wants_envelope {
+        if let Some(env) = envelope::peek(text.as_str()) {
+            if routes.events.contains(env.event.as_ref()) {
+                let event = env.event.into_owned();
+                return Some(Event::Routed { event, text });
+            }
+            if handle.app_heartbeat && envelope::is_heartbeat_pong(&env) {
+                return None;
+            }
+        }
+    }
+    routes.message.then_some(Event::Text(text))
+}
+
+/// Writes queued frames: everything ready, then one flush.
+async fn write_loop(
+    handle: Arc<ConnHandle>,
+    mut writer: FrameWriter,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = handle.urgent.notified() => {
+                if let Some(req) = handle.close_request() {
+                    let close = async {
+                        writer.feed(Outgoing::Close(req.code, req.reason)).await?;
+                        writer.flush().await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                }
+                return;
+            }
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(item) = next.take() {
+            let len = item.len();
+            let is_close = matches!(item, Outgoing::Close(..));
+            if writer.feed(item).await.is_err() {
+                return;
+            }
+            handle.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            if is_close {
+                let _ = writer.flush().await;
+                return;
+            }
+            written += 1;
+            if written < MAX_WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The hub: every open connection and every room of one server, and the operations the
+//! application calls on them (send, join, broadcast). A broadcast is built once and its bytes
+//! shared by all members. This is the one place a cross-process backplane will sit behind.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::connection::ConnHandle;
+use crate::dispatch::{Dispatcher, Pushed};
+use crate::error::Error;
+use crate::events::{ConnInfo, Decision, Event, Routes};
+use crate::frames::Outgoing;
+use crate::rooms::Rooms;
+use crate::ConnId;
+
+pub struct Hub {
+    pub config: Config,
+    /// Events for the application's worker threads.
+    pub events: Dispatcher<Event>,
+    // The maps below use std locks, not tokio's: they are taken from tokio tasks and Python
+    // threads alike, never across an .await, and each critical section only moves pointers.
+    // Senders are collected under a lock and used after it is released.
+    conns: Mutex<HashMap<ConnId, Arc<ConnHandle>>>,
+    rooms: Mutex<Rooms<Arc<ConnHandle>>>,
+    decisions: Mutex<HashMap<ConnId, oneshot::Sender<Decision>>>,
+    /// Read on every frame, written when a hook is registered: an RwLock keeps readers parallel.
+    routes: RwLock<Arc<Routes>>,
+    next_id: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(config: Config) -> Self {
+        let limit = config.mailbox_limit;
+        Self {
+            config,
+            events: Dispatcher::new(limit),
+            conns: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Rooms::new()),
+            decisions: Mutex::new(HashMap::new()),
+            routes: RwLock::new(Arc::new(Routes::default())),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.read().unwrap().clone()
+    }
+
+    pub fn set_routes(&self, routes: Routes) {
+        *self.routes.write().unwrap() = Arc::new(routes);
+    }
+
+    pub fn push_event(&self, id: ConnId, event: Event) -> Pushed {
+        self.events.push(id, event)
+    }
+
+    pub fn register(&self, handle: Arc<ConnHandle>) {
+        self.conns.lock().unwrap().insert(handle.id, handle);
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        self.conns.lock().unwrap().remove(&id);
+        self.rooms.lock().unwrap().leave_all(id);
+        self.decisions.lock().unwrap().remove(&id);
+    }
+
+    pub fn await_decision(&self, id: ConnId, tx: oneshot::Sender<Decision>) {
+        self.decisions.lock().unwrap().insert(id, tx);
+    }
+
+    pub fn forget_decision(&self, id: ConnId) {
+        self.decisions.lock().unwrap().remove(&id);
+    }
+
+    /// Answers a pending handshake. False if none is waiting (timed out, or the client left).
+    pub fn decide(&self, id: ConnId, decision: Decision) -> bool {
+        let tx = self.decisions.lock().unwrap().remove(&id);
+        tx.is_some_and(|tx| tx.send(decision).is_ok())
+    }
+
+    fn get(&self, id: ConnId) -> Result<Arc<ConnHandle>, Error> {
+        self.conns
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .ok_or(Error::NotOpen(id))
+    }
+
+    pub fn info(&self, id: ConnId) -> Option<Arc<ConnInfo>> {
+        self.get(id).ok().map(|h| h.info.clone())
+    }
+
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.get(id).is_ok_and(|h| h.is_open())
+    }
+
+    pub fn buffered_amount(&self, id: ConnId) -> usize {
+        self.get(id).map_or(0, |h| h.buffered_amount())
+    }
+
+    /// Queues a frame for one connection. Never waits; a full queue applies the overflow policy.
+    pub fn send(&self, id: ConnId, out: Outgoing) -> Result<(), Error> {
+        let handle = self.get(id)?;
+        if !handle.is_open() {
+            return Err(Error::NotOpen(id));
+        }
+        handle.send(out);
+        Ok(())
+    }
+
+    pub fn close(&self, id: ConnId, code: u16, reason: String) {
+        if let Ok(handle) = self.get(id) {
+            handle.close(code, reason);
+        }
+    }
+
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for handle in self.snapshot() {
+            handle.close(code, reason.to_owned());
+        }
+    }
+
+    pub fn join(&self, id: ConnId, room: &str) -> Result<bool, Error> {
+        let handle = self.get(id)?;
+        Ok(self.rooms.lock().unwrap().join(room, id, handle))
+    }
+
+    pub fn leave(&self, id: ConnId, room: &str) -> bool {
+        self.rooms.lock().unwrap().leave(room, id)
+    }
+
+    pub fn rooms_of(&self, id: ConnId) -> Vec<String> {
+        self.rooms.lock().unwrap().rooms_of(id)
+    }
+
+    pub fn room_count(&self, room: &str) -> usize {
+        self.rooms.lock().unwrap().count(room)
+    }
+
+    pub fn room_members(&self, room: &str) -> Vec<ConnId> {
+        self.rooms.lock().unwrap().member_ids(room)
+    }
+
+    pub fn room_names(&self) -> Vec<String> {
+        self.rooms.lock().unwrap().names()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.lock().unwrap().len()
+    }
+
+    /// Sends one frame to every member of `room` but the excluded; returns how many were
+    /// queued. The payload is shared, not copied, per member.
+    pub fn broadcast_room(&self, room: &str, out: Outgoing, exclude: &[ConnId]) -> usize {
+        let members = self.rooms.lock().unwrap().members_except(room, exclude);
+        fan_out(&members, out)
+    }
+
+    /// Sends one frame to every open connection but the excluded.
+    pub fn broadcast_all(&self, out: Outgoing, exclude: &[ConnId]) -> usize {
+        let members: Vec<_> = self
+            .snapshot()
+            .into_iter()
+            .filter(|h| !exclude.contains(&h.id))
+            .collect();
+        fan_out(&members, out)
+    }
+
+    /// Every registered connection, for sweeps and shutdown (used after the lock is released).
+    pub fn snapshot(&self) -> Vec<Arc<ConnHandle>> {
+        self.conns.lock().unwrap().values().cloned().collect()
+    }
+}
+
+fn fan_out(members: &[Arc<ConnHandle>], out: Outgoing) -> usize {
+    members.iter().filter(|m| m.send(out.clone())).count()
+}

@@ -1,0 +1,21 @@
+//! roomcast's WebSocket server core. Everything here is plain Rust, testable with `cargo test`;
+//! the Python binding lives in `py/` and is compiled only with the `python` feature.
+
+pub mod config;
+pub mod connection;
+pub mod dispatch;
+pub mod envelope;
+pub mod error;
+pub mod events;
+pub mod frames;
+pub mod handshake;
+pub mod heartbeat;
+pub mod hub;
+pub mod rooms;
+pub mod server;
+
+#[cfg(feature = "python")]
+mod py;
+
+/// A connection's id: unique within one server, never reused.
+pub type ConnId = u64;

@@ -1,0 +1,329 @@
+//! `Core`: one running server as Python sees it. Every method is a short call into the hub;
+//! the only ones that wait (`next_batch`, `stop`) release the GIL while they do.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
+
+use crate::config::{Config, OverflowPolicy};
+use crate::events::{ConnInfo, Decision, Event, Routes};
+use crate::frames::{Outgoing, Text};
+use crate::server::Server;
+use crate::ConnId;
+
+// Event kinds as Python sees them (mirrored in roomcast/_dispatch.py).
+const CONNECT: u8 = 0;
+const OPEN: u8 = 1;
+const TEXT: u8 = 2;
+const BINARY: u8 = 3;
+const ROUTED: u8 = 4;
+const CLOSE: u8 = 5;
+
+#[pyclass(frozen, module = "roomcast._roomcast")]
+pub struct Core {
+    server: Server,
+}
+
+fn secs(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 => Ok(Some(Duration::from_secs_f64(v))),
+        Some(v) => Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds (got {v})"
+        ))),
+    }
+}
+
+/// Builds a `Config` from the keyword settings; unknown names are an error, not ignored.
+fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
+    let mut c = Config::default();
+    for (key, value) in settings.iter() {
+        let key: String = key.extract()?;
+        match key.as_str() {
+            "max_message_size" => c.max_message_size = value.extract()?,
+            "queue_size" => c.queue_size = value.extract()?,
+            "overflow" => {
+                let name: String = value.extract()?;
+                c.overflow = OverflowPolicy::parse(&name).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "overflow must be 'close' or 'drop' (got {name:?})"
+                    ))
+                })?
+            }
+            "heartbeat_interval" => c.heartbeat_interval = secs(value.extract()?, &key)?,
+            "app_heartbeat" => c.app_heartbeat = value.extract()?,
+            "read_buffer_size" => c.read_buffer_size = value.extract()?,
+            "write_buffer_size" => c.write_buffer_size = value.extract()?,
+            "max_header_bytes" => c.max_header_bytes = value.extract()?,
+            "handshake_timeout" => {
+                c.handshake_timeout = secs(value.extract()?, &key)?.unwrap_or_default()
+            }
+            "close_timeout" => c.close_timeout = secs(value.extract()?, &key)?.unwrap_or_default(),
+            "paths" => c.paths = value.extract()?,
+            "subprotocols" => c.subprotocols = value.extract()?,
+            "mailbox_limit" => c.mailbox_limit = value.extract()?,
+            "io_threads" => c.io_threads = value.extract()?,
+            _ => return Err(PyTypeError::new_err(format!("unknown setting {key:?}"))),
+        }
+    }
+    Ok(c)
+}
+
+/// The core's defaults, so the Python signature can be checked against them.
+#[pyfunction]
+pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let c = Config::default();
+    let d = PyDict::new(py);
+    d.set_item("max_message_size", c.max_message_size)?;
+    d.set_item("queue_size", c.queue_size)?;
+    d.set_item("overflow", "close")?;
+    d.set_item(
+        "heartbeat_interval",
+        c.heartbeat_interval.map(|d| d.as_secs_f64()),
+    )?;
+    d.set_item("app_heartbeat", c.app_heartbeat)?;
+    d.set_item("read_buffer_size", c.read_buffer_size)?;
+    d.set_item("write_buffer_size", c.write_buffer_size)?;
+    d.set_item("max_header_bytes", c.max_header_bytes)?;
+    d.set_item("handshake_timeout", c.handshake_timeout.as_secs_f64())?;
+    d.set_item("close_timeout", c.close_timeout.as_secs_f64())?;
+    d.set_item("paths", c.paths)?;
+    d.set_item("subprotocols", c.subprotocols)?;
+    d.set_item("mailbox_limit", c.mailbox_limit)?;
+    d.set_item("io_threads", c.io_threads)?;
+    Ok(d)
+}
+
+/// A frame payload from Python: `str` is text, bytes-like is binary. One copy, at this edge.
+fn outgoing(data: &Bound<'_, PyAny>) -> PyResult<Outgoing> {
+    if let Ok(s) = data.cast::<PyString>() {
+        return Ok(Outgoing::Text(Text::from(s.to_cow()?.into_owned())));
+    }
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(Outgoing::Binary(Bytes::copy_from_slice(b.as_bytes())));
+    }
+    if data.is_instance_of::<PyByteArray>() || data.is_instance_of::<PyMemoryView>() {
+        let v: Vec<u8> = data.extract()?;
+        return Ok(Outgoing::Binary(Bytes::from(v)));
+    }
+    Err(PyTypeError::new_err(format!(
+        "can only send str (text frame) or bytes (binary frame), not {}",
+        data.get_type().name()?
+    )))
+}
+
+fn info_tuple<'py>(py: Python<'py>, info: &ConnInfo) -> PyResult<Bound<'py, PyAny>> {
+    let addr = (info.remote_addr.ip().to_string(), info.remote_addr.port());
+    Ok((
+        info.path.as_str(),
+        info.query.as_str(),
+        info.headers.clone(),
+        addr,
+        info.subprotocols.clone(),
+        info.subprotocol.clone(),
+    )
+        .into_pyobject(py)?
+        .into_any())
+}
+
+fn event_tuple<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, PyAny>> {
+    let t = match event {
+        Event::Connect(info) => (CONNECT, info_tuple(py, &info)?)
+            .into_pyobject(py)?
+            .into_any(),
+        Event::Open(info) => (OPEN, info_tuple(py, &info)?).into_pyobject(py)?.into_any(),
+        Event::Text(text) => (TEXT, PyString::new(py, text.as_str()))
+            .into_pyobject(py)?
+            .into_any(),
+        Event::Binary(data) => (BINARY, PyBytes::new(py, &data))
+            .into_pyobject(py)?
+            .into_any(),
+        Event::Routed { event, text } => (ROUTED, PyString::new(py, text.as_str()), event)
+            .into_pyobject(py)?
+            .into_any(),
+        Event::Disconnect { code, reason } => (CLOSE, code, reason).into_pyobject(py)?.into_any(),
+    };
+    Ok(t)
+}
+
+fn valid_close_code(code: u16) -> PyResult<u16> {
+    // RFC 6455 §7.4: codes an endpoint may send.
+    if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        Ok(code)
+    } else {
+        Err(PyValueError::new_err(format!(
+            "close code {code} cannot be sent; use 1000 (normal), 1001, 1008, 1011, or 3000-4999"
+        )))
+    }
+}
+
+#[pymethods]
+impl Core {
+    #[new]
+    fn new(py: Python<'_>, host: &str, port: u16, settings: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let config = config_from(settings)?;
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let server = py.detach(|| Server::start(config, &addr))?;
+        Ok(Core { server })
+    }
+
+    #[getter]
+    fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    #[getter]
+    fn host(&self) -> String {
+        self.server.local_addr().ip().to_string()
+    }
+
+    #[getter]
+    fn running(&self) -> bool {
+        self.server.is_running()
+    }
+
+    fn set_routes(&self, connect: bool, message: bool, disconnect: bool, events: Vec<String>) {
+        let events: HashSet<String> = events.into_iter().collect();
+        self.server.hub().set_routes(Routes {
+            connect,
+            message,
+            disconnect,
+            events,
+        });
+    }
+
+    /// Graceful shutdown; blocks (GIL released) until every connection is closed.
+    fn stop(&self, py: Python<'_>, timeout: f64) {
+        py.detach(|| {
+            self.server
+                .shutdown(Duration::from_secs_f64(timeout.max(0.0)))
+        });
+    }
+
+    /// Waits (GIL released) for the next connection with events; `None` after shutdown, or
+    /// when `timeout` passes with nothing to do.
+    #[pyo3(signature = (timeout=None))]
+    fn next_batch<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<(ConnId, Vec<Bound<'py, PyAny>>)>> {
+        let hub = self.server.hub();
+        let wait = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let Some((id, events)) = py.detach(|| hub.events.next_batch(wait)) else {
+            return Ok(None);
+        };
+        let events = events
+            .into_iter()
+            .map(|e| event_tuple(py, e))
+            .collect::<PyResult<_>>()?;
+        Ok(Some((id, events)))
+    }
+
+    fn finish(&self, id: ConnId) {
+        self.server.hub().events.finish(id);
+    }
+
+    fn wake(&self, id: ConnId) {
+        self.server.hub().events.wake(id);
+    }
+
+    fn accept(&self, id: ConnId) -> bool {
+        self.server.hub().decide(id, Decision::Accept)
+    }
+
+    fn reject(&self, id: ConnId, status: u16, body: String) -> PyResult<bool> {
+        if !(400..=599).contains(&status) {
+            return Err(PyValueError::new_err(format!(
+                "reject status must be an HTTP error status, 400-599 (got {status})"
+            )));
+        }
+        Ok(self
+            .server
+            .hub()
+            .decide(id, Decision::Reject { status, body }))
+    }
+
+    fn send(&self, id: ConnId, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Ok(self.server.hub().send(id, outgoing(data)?)?)
+    }
+
+    fn close(&self, id: ConnId, code: u16, reason: &str) -> PyResult<()> {
+        let code = valid_close_code(code)?;
+        self.server.hub().close(id, code, reason.to_owned());
+        Ok(())
+    }
+
+    fn is_open(&self, id: ConnId) -> bool {
+        self.server.hub().is_open(id)
+    }
+
+    fn buffered_amount(&self, id: ConnId) -> usize {
+        self.server.hub().buffered_amount(id)
+    }
+
+    fn info<'py>(&self, py: Python<'py>, id: ConnId) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.server
+            .hub()
+            .info(id)
+            .map(|i| info_tuple(py, &i))
+            .transpose()
+    }
+
+    fn join(&self, id: ConnId, room: &str) -> PyResult<bool> {
+        Ok(self.server.hub().join(id, room)?)
+    }
+
+    fn leave(&self, id: ConnId, room: &str) -> bool {
+        self.server.hub().leave(id, room)
+    }
+
+    fn rooms_of(&self, id: ConnId) -> Vec<String> {
+        self.server.hub().rooms_of(id)
+    }
+
+    /// One frame to a room (or, with `room=None`, to every connection); returns how many
+    /// connections it was queued for. Built once; members share its bytes.
+    #[pyo3(signature = (room, data, exclude=Vec::new()))]
+    fn broadcast(
+        &self,
+        room: Option<&str>,
+        data: &Bound<'_, PyAny>,
+        exclude: Vec<ConnId>,
+    ) -> PyResult<usize> {
+        let out = outgoing(data)?;
+        let hub = self.server.hub();
+        Ok(match room {
+            Some(room) => hub.broadcast_room(room, out, &exclude),
+            None => hub.broadcast_all(out, &exclude),
+        })
+    }
+
+    fn room_count(&self, room: &str) -> usize {
+        self.server.hub().room_count(room)
+    }
+
+    fn room_members(&self, room: &str) -> Vec<ConnId> {
+        self.server.hub().room_members(room)
+    }
+
+    fn room_names(&self) -> Vec<String> {
+        self.server.hub().room_names()
+    }
+
+    fn connection_count(&self) -> usize {
+        self.server.hub().connection_count()
+    }
+
+    fn pending_events(&self) -> usize {
+        self.server.hub().events.pending()
+    }
+}

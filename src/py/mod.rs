@@ -1,0 +1,19 @@
+//! The Python binding, `roomcast._roomcast`: a thin layer over the core. Tokio threads never
+//! enter here; Python threads call in, and release the GIL whenever they wait.
+
+mod core;
+mod errors;
+mod logs;
+
+use pyo3::prelude::*;
+
+#[pymodule(gil_used = false)]
+fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<core::Core>()?;
+    m.add_function(wrap_pyfunction!(core::default_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(logs::next_log_records, m)?)?;
+    m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
+    errors::register(m)?;
+    logs::install();
+    Ok(())
+}

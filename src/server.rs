@@ -1,0 +1,148 @@
+//! Accepting connections, and the server's life: start on its own runtime, run, shut down
+//! gracefully (stop accepting, close every connection with 1001, wait for queues to drain).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::Config;
+use crate::connection;
+use crate::error::Error;
+use crate::heartbeat;
+use crate::hub::Hub;
+
+/// `None` while running; `Some(timeout)` once shutdown began, with the time allowed to drain.
+pub type ShutdownSignal = watch::Receiver<Option<Duration>>;
+
+/// Accepts until shutdown, then closes every connection with 1001 and waits (up to the
+/// shutdown's timeout) for their tasks to end; the rest are aborted. Every connection's last
+/// event has been pushed when this returns.
+pub async fn run(listener: TcpListener, hub: Arc<Hub>, mut shutdown: ShutdownSignal) {
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Small frames must not wait for Nagle; the writer already batches.
+                    let _ = stream.set_nodelay(true);
+                    tasks.spawn(connection::serve(hub.clone(), stream, peer, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    log::error!("accept failed: {e}; retrying in 100 ms (raise the fd limit if this repeats)");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let timeout = shutdown.borrow().unwrap_or_default();
+    let open = hub.connection_count();
+    log::info!(
+        "shutting down: closing {open} connection(s) with 1001, waiting up to {:.1} s",
+        timeout.as_secs_f64()
+    );
+    hub.close_all(1001, "server shutting down");
+    let drained = tokio::time::timeout(timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        log::warn!(
+            "shutdown: {} connection(s) did not close within {:.1} s; dropping them",
+            tasks.len(),
+            timeout.as_secs_f64()
+        );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A server running on a runtime of its own. Every method may be called from any thread that
+/// is not one of the runtime's.
+pub struct Server {
+    hub: Arc<Hub>,
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<Option<Duration>>,
+    // Taken by the first `shutdown`, which makes it idempotent.
+    running: Mutex<Option<(Runtime, JoinHandle<()>)>>,
+}
+
+impl Server {
+    pub fn start(config: Config, addr: &str) -> Result<Server, Error> {
+        config.validate().map_err(Error::Config)?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.thread_name("roomcast-io").enable_all();
+        if config.io_threads > 0 {
+            builder.worker_threads(config.io_threads);
+        }
+        let runtime = builder.build().map_err(Error::Runtime)?;
+        let listener = runtime
+            .block_on(TcpListener::bind(addr))
+            .map_err(|source| Error::Bind {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(Error::Runtime)?;
+        let heartbeat_interval = config.heartbeat_interval;
+        let hub = Arc::new(Hub::new(config));
+        let (shutdown, signal) = watch::channel(None);
+        if let Some(interval) = heartbeat_interval {
+            let sweep_hub = hub.clone();
+            let mut stop = signal.clone();
+            runtime.spawn(heartbeat::run(
+                interval,
+                move || sweep_hub.snapshot(),
+                async move {
+                    let _ = stop.wait_for(Option::is_some).await;
+                },
+            ));
+        }
+        let accept = runtime.spawn(run(listener, hub.clone(), signal));
+        log::info!("listening on {local_addr}");
+        Ok(Server {
+            hub,
+            local_addr,
+            shutdown,
+            running: Mutex::new(Some((runtime, accept))),
+        })
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.lock().unwrap().is_some()
+    }
+
+    /// Graceful shutdown; blocks until done. Idempotent: later calls return at once.
+    pub fn shutdown(&self, timeout: Duration) {
+        let Some((runtime, accept)) = self.running.lock().unwrap().take() else {
+            return;
+        };
+        let _ = self.shutdown.send(Some(timeout));
+        let _ = runtime.block_on(accept);
+        // Every connection task has ended and pushed its last event: let the workers drain.
+        self.hub.events.close();
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        log::info!("server on {} stopped", self.local_addr);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+    }
+}
