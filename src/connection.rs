@@ -366,6 +366,8 @@ pub async fn serve(
     } else {
         writer_task.abort();
     }
+    // Hooks registered while the connection was open want its end too.
+    life.announced |= hub.routes().any();
     life.outcome = Some(outcome);
 }
 

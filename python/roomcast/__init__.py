@@ -13,8 +13,6 @@ Rooms, broadcast, heartbeats and backpressure run in Rust; your hooks run in Pyt
     app.run(port=8765)
 """
 
-from __future__ import annotations
-
 from .connection import Connection, Request
 from .exceptions import ConnectionClosed, Reject, RoomcastError
 from .rooms import Room

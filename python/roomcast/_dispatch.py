@@ -65,6 +65,15 @@ class Dispatcher:
                 conn = Connection(self._core, conn_id, info)
         return conn
 
+    def _known(self, conn_id: int) -> Optional[Connection]:
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            # Opened before any hook was registered: adopt it now; its close event will come.
+            conn = self.connection(conn_id)
+            if conn is not None:
+                self._conns[conn_id] = conn
+        return conn
+
     def _work(self) -> None:
         core = self._core
         while True:
@@ -106,12 +115,12 @@ class Dispatcher:
         app = self._app
         kind = event[0]
         if kind == TEXT or kind == BINARY:
-            conn = self._conns.get(conn_id)
+            conn = self._known(conn_id)
             if conn is None or app._on_message is None:
                 return None
             return _call(app._on_message, "on_message", conn, event[1])
         if kind == ROUTED:
-            conn = self._conns.get(conn_id)
+            conn = self._known(conn_id)
             hook = app._events.get(event[2])
             if conn is None:
                 return None

@@ -27,7 +27,7 @@ def _emit(timeout: float) -> int:
 
 def _run() -> None:
     while True:
-        _emit(0.2)
+        _emit(0.05)
 
 
 def start() -> None:

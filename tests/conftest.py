@@ -1,0 +1,52 @@
+"""Shared fixtures: servers on port 0, stopped after each test, and small waiting helpers.
+
+Servers report readiness by returning from ``start()`` with their port bound; nothing here
+sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+import roomcast
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., roomcast.RunningServer]]:
+    """``start(app)`` starts ``app`` on a free port and stops it after the test."""
+    running: list[roomcast.RunningServer] = []
+
+    def _start(app: roomcast.Server, **kw: Any) -> roomcast.RunningServer:
+        server = app.start(port=0, **kw)
+        running.append(server)
+        return server
+
+    yield _start
+    for server in running:
+        server.stop(timeout=2.0)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until truthy; fail the test with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "roomcast"]
+
+
+@pytest.fixture(autouse=True)
+def _roomcast_debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="roomcast")

@@ -1,0 +1,103 @@
+"""Slow readers: the queue bound, the overflow policies, and buffered_amount."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from conftest import log_lines, wait_for
+from rawws import RawClient
+from websockets.sync.client import connect
+
+import roomcast
+
+CHUNK = "z" * 65536
+
+
+def slow_reader(port: int) -> RawClient:
+    client = RawClient(port)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    assert client.handshake().startswith("HTTP/1.1 101")
+    return client
+
+
+def test_a_slow_reader_hitting_the_queue_bound_is_closed_with_1013(start, caplog):
+    closed = []
+    conns = []
+    app = roomcast.Server(queue_size=8, close_timeout=0.5)
+    app.on_connect(lambda conn, request: conns.append(conn))
+    app.on_disconnect(lambda conn, code, reason: closed.append((conn.id, code, reason)))
+    server = start(app)
+    slow = slow_reader(server.port)
+    with connect(server.url) as fast:
+        slow_conn, fast_conn = wait_for(lambda: len(conns) == 2 and conns, what="connections")
+        for conn in (slow_conn, fast_conn):
+            conn.join("feed")
+        sent = 0
+        while slow_conn.is_open and sent < 10_000:
+            app.room("feed").broadcast(CHUNK, exclude=fast_conn)
+            sent += 1
+        assert not slow_conn.is_open, "the slow reader should have overflowed"
+        # The fast member of the same room is unaffected.
+        app.room("feed").broadcast("fast one")
+        assert fast.recv(timeout=5) == "fast one"
+    found = wait_for(lambda: [c for c in closed if c[0] == slow_conn.id], what="on_disconnect")
+    assert found[0][1] == 1013
+    assert "queue full" in found[0][2]
+    assert any("outbound queue full" in x and "1013" in x for x in log_lines(caplog))
+    slow.close()
+
+
+def test_drop_policy_keeps_the_connection(start, caplog):
+    conns = []
+    app = roomcast.Server(queue_size=4, overflow="drop")
+    app.on_connect(lambda conn, request: conns.append(conn))
+    server = start(app)
+    slow = slow_reader(server.port)
+    conn = wait_for(lambda: conns and conns[0], what="connection")
+    for _ in range(200):
+        conn.send(CHUNK)
+    assert conn.is_open
+    assert conn.buffered_amount > 0
+    wait_for(lambda: any("dropping messages" in x for x in log_lines(caplog)), what="log line")
+    slow.close()
+
+
+def test_buffered_amount_drains_to_zero(start):
+    conns = []
+    app = roomcast.Server()
+    app.on_connect(lambda conn, request: conns.append(conn))
+    server = start(app)
+    with connect(server.url) as ws:
+        conn = wait_for(lambda: conns and conns[0], what="connection")
+        for _ in range(10):
+            conn.send(CHUNK)
+        for _ in range(10):
+            assert ws.recv(timeout=5) == CHUNK
+        wait_for(lambda: conn.buffered_amount == 0, what="the queue to drain")
+
+
+def test_a_flooding_client_is_paused_not_buffered_without_bound(start):
+    import threading
+
+    release = threading.Event()
+    got = []
+    app = roomcast.Server(mailbox_limit=4, workers=1)
+
+    @app.on_message
+    def slow_hook(conn, msg):
+        release.wait(10)
+        got.append(msg)
+
+    server = start(app)
+    with connect(server.url) as ws:
+        for i in range(200):
+            ws.send(str(i))
+        core = server._core
+        wait_for(lambda: core.pending_events() >= 4, what="the mailbox to fill")
+        time.sleep(0.2)  # give a reader that ignored the limit time to queue more
+        assert core.pending_events() <= 4
+        release.set()
+        wait_for(lambda: len(got) == 200, timeout=10, what="every message")
+    # Nothing lost, in order, although the server stopped reading while the hook was stuck.
+    assert got == [str(i) for i in range(200)]
