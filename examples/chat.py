@@ -1,6 +1,6 @@
 """A small multi-room chat in plain hooks: {"event":"join","room":...}, {"event":"say","text":...}.
 
-    python examples/chat.py [port]
+python examples/chat.py [port]
 """
 
 import sys
@@ -29,7 +29,9 @@ def join(conn, data):
 @app.on("say")
 def say(conn, data):
     for room in conn.rooms:
-        app.room(room).broadcast({"event": "message", "name": conn.state["name"], "message": data["text"]})
+        app.room(room).broadcast(
+            {"event": "message", "name": conn.state["name"], "message": data["text"]}
+        )
 
 
 @app.on_disconnect

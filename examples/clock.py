@@ -1,6 +1,6 @@
 """Push the time every second to everyone in the "clock" room (seed 001), from a plain thread.
 
-    python examples/clock.py [port]
+python examples/clock.py [port]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Echo server: every message comes back to its sender.
 
-    python examples/echo.py [port]
+python examples/echo.py [port]
 """
 
 import sys

@@ -5,11 +5,12 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from conftest import wait_for
 from websockets.sync.client import connect
 
 import roomcast
 from roomcast import _roomcast
+
+from conftest import wait_for
 
 
 def test_all_is_the_public_surface():

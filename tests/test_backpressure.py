@@ -5,11 +5,12 @@ from __future__ import annotations
 import socket
 import time
 
-from conftest import log_lines, wait_for
-from rawws import RawClient
 from websockets.sync.client import connect
 
 import roomcast
+
+from conftest import log_lines, wait_for
+from rawws import RawClient
 
 CHUNK = "z" * 65536
 

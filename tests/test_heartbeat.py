@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import log_lines, wait_for
-from rawws import RawClient
 from websockets.sync.client import connect
 
 import roomcast
+
+from conftest import log_lines, wait_for
+from rawws import RawClient
 
 INTERVAL = 0.3
 
@@ -28,7 +29,9 @@ def test_a_silent_client_is_reaped_and_an_answering_one_stays(start, caplog):
         assert silent.handshake().startswith("HTTP/1.1 101")
         silent_id = wait_for(lambda: len(opened) == 2 and opened[1], what="both connected")
         started = time.monotonic()
-        code, reason = wait_for(lambda: closed.get(silent_id), timeout=10, what="the silent one reaped")
+        code, reason = wait_for(
+            lambda: closed.get(silent_id), timeout=10, what="the silent one reaped"
+        )
         assert code == 1011
         assert "heartbeat timeout" in reason
         # Reaped after one unanswered ping: between one and three intervals.

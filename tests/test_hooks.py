@@ -8,11 +8,12 @@ import threading
 import time
 
 import pytest
-from conftest import log_lines, wait_for
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 import roomcast
+
+from conftest import log_lines, wait_for
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

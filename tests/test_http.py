@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import log_lines, wait_for
-from rawws import RawClient, http_request
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 import roomcast
+
+from conftest import log_lines, wait_for
+from rawws import RawClient, http_request
 
 
 def test_unserved_paths_get_404_and_served_ones_open(start, caplog):
@@ -21,8 +22,10 @@ def test_unserved_paths_get_404_and_served_ones_open(start, caplog):
     assert missing.value.response.status_code == 404
     with connect(f"{server.url}/ws") as ws:
         ws.ping().wait(5)
-    wait_for(lambda: any("no WebSocket endpoint at /elsewhere" in x for x in log_lines(caplog)),
-             what="the 404 log line")
+    wait_for(
+        lambda: any("no WebSocket endpoint at /elsewhere" in x for x in log_lines(caplog)),
+        what="the 404 log line",
+    )
 
 
 def test_plain_http_gets_a_clear_426_page(start):
@@ -36,10 +39,16 @@ def test_plain_http_gets_a_clear_426_page(start):
 @pytest.mark.parametrize(
     ("raw", "status"),
     [
-        (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         b"Sec-WebSocket-Version: 13\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         b"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", 426),
+        (
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            426,
+        ),
         (b"POST / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", 405),
         (b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 400),
     ],
@@ -101,5 +110,5 @@ def test_ipv6_and_port_in_use_errors():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match="could not listen on 127.0.0.1"):
+        with pytest.raises(OSError, match=r"could not listen on 127\.0\.0\.1"):
             app.start(port=port)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import log_lines, wait_for
-from rawws import RawClient
 from websockets.sync.client import connect
 
 import roomcast
+
+from conftest import log_lines, wait_for
+from rawws import RawClient
 
 
 @pytest.fixture

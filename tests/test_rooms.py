@@ -6,10 +6,11 @@ import json
 import threading
 
 import pytest
-from conftest import wait_for
 from websockets.sync.client import connect
 
 import roomcast
+
+from conftest import wait_for
 
 
 def room_app():
@@ -59,9 +60,7 @@ def test_join_broadcast_exclude_and_leave(start):
         assert call(b, event="leave", room="r1") == {"left": False}
         assert call(a, event="say", room="r1", text="alone") == {"delivered": 0}
         assert app.room("r1").count == 1
-        assert [m.id for m in app.room("r1").members] == [
-            m.id for m in app.room("r2").members
-        ]
+        assert [m.id for m in app.room("r1").members] == [m.id for m in app.room("r2").members]
         with pytest.raises(TimeoutError):
             c.recv(timeout=0.2)
 

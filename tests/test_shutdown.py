@@ -12,11 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import roomcast
+
+from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

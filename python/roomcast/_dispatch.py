@@ -19,11 +19,12 @@ from collections.abc import Awaitable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .connection import Connection, Request
+from .connection import Connection
 from .exceptions import Reject
 
 if TYPE_CHECKING:
-    from ._roomcast import Core, Event
+    from ._roomcast import Core
+    from ._roomcast import _Event as Event
     from .server import Server
 
 logger = logging.getLogger("roomcast")
@@ -98,7 +99,9 @@ class Dispatcher:
                 try:
                     fut = asyncio.run_coroutine_threadsafe(pending, self._loop)
                 except RuntimeError:
-                    logger.error("connection %s: the asyncio loop is closed; async hook skipped", conn_id)
+                    logger.error(
+                        "connection %s: the asyncio loop is closed; async hook skipped", conn_id
+                    )
                     pending.close()
                     continue
                 fut.add_done_callback(partial(self._resume, conn_id, rest))

@@ -21,7 +21,9 @@ def _emit(timeout: float) -> int:
     for level, message in records:
         logger.log(level, message)
     if dropped:
-        logger.warning("%d log record(s) from the server core were dropped (logging too slow)", dropped)
+        logger.warning(
+            "%d log record(s) from the server core were dropped (logging too slow)", dropped
+        )
     return len(records)
 
 

@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl
 from ._payload import encode
 
 if TYPE_CHECKING:
-    from ._roomcast import Core, InfoTuple
+    from ._roomcast import Core
+    from ._roomcast import _InfoTuple as InfoTuple
 
 
 @dataclass(frozen=True)

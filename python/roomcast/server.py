@@ -14,7 +14,6 @@ from . import _logging
 from ._dispatch import Dispatcher
 from ._payload import encode
 from ._roomcast import Core
-from .connection import Connection
 from .rooms import Exclude, Room, exclude_ids
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,7 +185,9 @@ class Server:
         port: read it from the result). Stop with ``.stop()``, from any thread."""
         return self._start(host, port, None)
 
-    def _start(self, host: str, port: int, loop: Optional[asyncio.AbstractEventLoop]) -> RunningServer:
+    def _start(
+        self, host: str, port: int, loop: Optional[asyncio.AbstractEventLoop]
+    ) -> RunningServer:
         with self._lock:
             if self._running is not None:
                 raise RuntimeError("this server is already running; stop() it first")
@@ -216,7 +217,7 @@ class Server:
         """Serve until Ctrl-C or SIGTERM, then shut down gracefully."""
         running = self.start(host, port)
         done = threading.Event()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())

@@ -1,0 +1,41 @@
+# One entry point for humans; CI (.ci/run) runs `make test lint` in a fresh venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8765
+
+.PHONY: run test lint dev bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Install roomcast and serve the echo example on ws://127.0.0.1:$(PORT).
+run: $(PY)
+	$(PY) -m pip install -q .
+	$(PY) examples/echo.py $(PORT)
+
+# Install roomcast with its test tools, then run every test: Rust core, then Python.
+test: $(PY)
+	$(PY) -m pip install -q '.[test]'
+	cargo test --locked
+	$(PY) -m pytest
+
+# Editable install for working on the package (rebuild the Rust part with `maturin develop`).
+dev: $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+
+lint: $(PY)
+	$(PY) -m pip install -q '.[dev]'
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --features python --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests examples
+	$(VENV)/bin/ruff format --check python tests examples
+	$(VENV)/bin/mypy
+	cd tests && ../$(PY) -m mypy.stubtest roomcast._roomcast --allowlist ../stubtest-allowlist.txt
+
+bench:
+	@echo "benches/ is not built yet (issue 3)"; exit 1
+
+clean:
+	rm -rf $(VENV) target
