@@ -32,7 +32,7 @@ lint: $(PY)
 	$(VENV)/bin/ruff check python tests examples
 	$(VENV)/bin/ruff format --check python tests examples
 	$(VENV)/bin/mypy
-	cd tests && ../$(PY) -m mypy.stubtest roomcast._roomcast --allowlist ../stubtest-allowlist.txt
+	$(PY) -m mypy.stubtest roomcast._roomcast --allowlist stubtest-allowlist.txt
 
 bench:
 	@echo "benches/ is not built yet (issue 3)"; exit 1
