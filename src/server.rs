@@ -146,3 +146,89 @@ impl Drop for Server {
         self.shutdown(Duration::ZERO);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Event, Routes};
+    use crate::frames::{Outgoing, Text};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    fn next_events(hub: &Hub) -> (crate::ConnId, Vec<Event>) {
+        let batch = hub
+            .events
+            .next_batch(Some(Duration::from_secs(5)))
+            .expect("an event");
+        hub.events.finish(batch.0);
+        batch
+    }
+
+    /// The whole core without Python: a real client, a room broadcast, events, shutdown.
+    #[test]
+    fn serves_a_client_end_to_end() {
+        let config = Config {
+            io_threads: 1,
+            heartbeat_interval: None,
+            ..Config::default()
+        };
+        let server = Server::start(config, "127.0.0.1:0").unwrap();
+        let hub = server.hub().clone();
+        hub.set_routes(Routes {
+            message: true,
+            ..Routes::default()
+        });
+        let url = format!("ws://{}/room?x=1", server.local_addr());
+        let client_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut ws =
+            client_rt.block_on(async { tokio_tungstenite::connect_async(url).await.unwrap().0 });
+
+        let (id, events) = next_events(&hub);
+        assert!(
+            matches!(&events[0], Event::Open(info) if info.path == "/room" && info.query == "x=1")
+        );
+        client_rt.block_on(ws.send(Message::text("hello"))).unwrap();
+        let (_, events) = next_events(&hub);
+        assert!(matches!(&events[..], [Event::Text(t)] if t.as_str() == "hello"));
+
+        hub.join(id, "r").unwrap();
+        assert_eq!(hub.room_count("r"), 1);
+        assert_eq!(
+            hub.broadcast_room("r", Outgoing::Text(Text::from("to the room")), &[]),
+            1
+        );
+        assert_eq!(
+            hub.broadcast_room("r", Outgoing::Text(Text::from("nobody")), &[id]),
+            0
+        );
+        let got = client_rt.block_on(ws.next()).unwrap().unwrap();
+        assert_eq!(got, Message::text("to the room"));
+
+        server.shutdown(Duration::from_secs(2));
+        let close = client_rt.block_on(ws.next()).unwrap().unwrap();
+        assert!(matches!(close, Message::Close(Some(f)) if u16::from(f.code) == 1001));
+        let (_, events) = next_events(&hub);
+        assert!(matches!(
+            &events[..],
+            [Event::Disconnect { code: 1001, .. }]
+        ));
+        assert_eq!(hub.room_count("r"), 0);
+        assert!(
+            hub.events.next_batch(None).is_none(),
+            "closed after shutdown"
+        );
+        server.shutdown(Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_taken_port_is_a_bind_error_naming_the_address() {
+        let first = Server::start(Config::default(), "127.0.0.1:0").unwrap();
+        let addr = first.local_addr().to_string();
+        let err = Server::start(Config::default(), &addr).err().unwrap();
+        assert!(matches!(err, Error::Bind { .. }));
+        assert!(err.to_string().contains(&addr));
+    }
+}

@@ -12,7 +12,7 @@ import roomcast
 from conftest import log_lines, wait_for
 from rawws import RawClient
 
-INTERVAL = 0.3
+INTERVAL = 0.5
 
 
 def test_a_silent_client_is_reaped_and_an_answering_one_stays(start, caplog):
