@@ -46,6 +46,9 @@ pub struct ConnHandle {
     queued_bytes: AtomicUsize,
     /// Set by the reader on every frame, cleared by each heartbeat sweep.
     alive: AtomicBool,
+    /// Set while the reader waits for the application to catch up: the client is not silent,
+    /// the server is not listening, so the heartbeat must not reap it.
+    paused: AtomicBool,
     open: AtomicBool,
     dropped: AtomicU64,
     // std Mutex: set once per connection, read by the reader and writer, never across .await.
@@ -74,6 +77,7 @@ impl ConnHandle {
             app_heartbeat: cfg.app_heartbeat,
             queued_bytes: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
+            paused: AtomicBool::new(false),
             open: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             close_request: Mutex::new(None),
@@ -190,7 +194,7 @@ impl ConnHandle {
 
 impl Beat for Arc<ConnHandle> {
     fn take_alive(&self) -> bool {
-        self.alive.swap(false, Ordering::Relaxed)
+        self.alive.swap(false, Ordering::Relaxed) || self.paused.load(Ordering::Relaxed)
     }
 
     fn ping(&self) {
@@ -455,6 +459,7 @@ async fn read_loop(hub: &Hub, handle: &Arc<ConnHandle>, mut reader: FrameReader)
         };
         if let Pushed::Full(drained) = pushed {
             // Python is behind on this connection: stop reading so TCP pushes back on the client.
+            handle.paused.store(true, Ordering::Relaxed);
             tokio::select! {
                 _ = drained.notified() => {}
                 _ = handle.closing.notified(), if deadline.is_none() => {
@@ -462,6 +467,7 @@ async fn read_loop(hub: &Hub, handle: &Arc<ConnHandle>, mut reader: FrameReader)
                     deadline = Some(Instant::now() + wait);
                 }
             }
+            handle.paused.store(false, Ordering::Relaxed);
         }
     }
     match handle.close_request() {

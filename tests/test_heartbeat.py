@@ -98,3 +98,27 @@ def test_text_ping_is_echoed_when_app_heartbeat_is_off(start):
     with connect(server.url) as ws:
         ws.send("ping")
         assert ws.recv(timeout=5) == "echo:ping"
+
+
+def test_a_client_paused_by_a_slow_hook_is_not_reaped(start):
+    import threading
+
+    release = threading.Event()
+    closed = []
+    app = roomcast.Server(heartbeat_interval=0.2, mailbox_limit=2, workers=1)
+
+    @app.on_message
+    def stuck(conn, msg):
+        release.wait(10)
+        conn.send(msg)
+
+    app.on_disconnect(lambda conn, code, reason: closed.append(code))
+    server = start(app)
+    with connect(server.url, ping_interval=None) as ws:
+        for i in range(10):
+            ws.send(str(i))
+        # The server stopped reading this client (its pongs wait unread) for many sweeps.
+        time.sleep(1.0)
+        release.set()
+        assert [ws.recv(timeout=5) for _ in range(10)] == [str(i) for i in range(10)]
+    assert closed in ([], [1000])
