@@ -22,6 +22,17 @@ impl OverflowPolicy {
     }
 }
 
+/// A path whose messages are broadcast to a room by the core itself, never reaching Python.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relay {
+    pub path: String,
+    pub room: String,
+    /// Connections to `path` join `room` when they open.
+    pub join: bool,
+    /// The sender receives its own messages too (when it is a member).
+    pub echo: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Largest message (and frame) a client may send; larger ones close with 1009.
@@ -50,6 +61,8 @@ pub struct Config {
     pub mailbox_limit: usize,
     /// Tokio worker threads; 0 means one per core.
     pub io_threads: usize,
+    /// Paths relayed to rooms in Rust (see `Relay`); they are served whatever `paths` says.
+    pub relays: Vec<Relay>,
 }
 
 impl Default for Config {
@@ -69,6 +82,7 @@ impl Default for Config {
             subprotocols: Vec::new(),
             mailbox_limit: 256,
             io_threads: 0,
+            relays: Vec::new(),
         }
     }
 }
@@ -90,6 +104,14 @@ impl Config {
                 return Err("heartbeat_interval must be positive, or None to turn it off".into());
             }
         }
+        for (i, relay) in self.relays.iter().enumerate() {
+            if !relay.path.starts_with('/') {
+                return Err(format!("relay path {:?} must start with '/'", relay.path));
+            }
+            if self.relays[..i].iter().any(|r| r.path == relay.path) {
+                return Err(format!("relay path {:?} is given twice", relay.path));
+            }
+        }
         if self.max_header_bytes < 256 {
             return Err("max_header_bytes must be at least 256".into());
         }
@@ -99,8 +121,12 @@ impl Config {
     pub fn serves_path(&self, path: &str) -> bool {
         match &self.paths {
             None => true,
-            Some(paths) => paths.iter().any(|p| p == path),
+            Some(paths) => paths.iter().any(|p| p == path) || self.relay_for(path).is_some(),
         }
+    }
+
+    pub fn relay_for(&self, path: &str) -> Option<&Relay> {
+        self.relays.iter().find(|r| r.path == path)
     }
 }
 
@@ -136,6 +162,29 @@ mod tests {
         assert!(c.serves_path("/ws"));
         assert!(!c.serves_path("/other"));
         assert!(Config::default().serves_path("/anything"));
+    }
+
+    #[test]
+    fn relay_paths_are_served_and_checked() {
+        let relay = Relay {
+            path: "/pub".into(),
+            room: "r".into(),
+            join: false,
+            echo: false,
+        };
+        let c = Config {
+            paths: Some(vec!["/ws".into()]),
+            relays: vec![relay.clone()],
+            ..Config::default()
+        };
+        assert!(c.serves_path("/pub"));
+        assert_eq!(c.relay_for("/pub"), Some(&relay));
+        assert!(c.relay_for("/ws").is_none());
+        let twice = Config {
+            relays: vec![relay.clone(), relay],
+            ..Config::default()
+        };
+        assert!(twice.validate().unwrap_err().contains("twice"));
     }
 
     #[test]

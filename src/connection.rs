@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
-use crate::config::OverflowPolicy;
+use crate::config::{OverflowPolicy, Relay};
 use crate::dispatch::Pushed;
 use crate::envelope;
 use crate::events::{ConnInfo, Decision, Event};
@@ -305,6 +305,7 @@ pub async fn serve(
         subprotocol: subprotocol.clone(),
     });
 
+    let relay = cfg.relay_for(&info.path).cloned();
     let id = hub.next_id();
     let (handle, rx) = ConnHandle::new(id, info.clone(), &hub);
     // Registered before the decision, so `on_connect` can already send and join rooms; the
@@ -345,6 +346,10 @@ pub async fn serve(
         hub.push_event(id, Event::Open(info));
     }
     life.announced = routes.any();
+    if let Some(relay) = relay.as_ref().filter(|r| r.join) {
+        // Cannot fail: the handle was registered above and only this task unregisters it.
+        let _ = hub.join(id, &relay.room);
+    }
 
     if stream
         .write_all(&handshake::accept_reply(&key, subprotocol.as_deref()).to_bytes())
@@ -359,7 +364,7 @@ pub async fn serve(
     }
     let (reader, writer) = frames::open(stream, leftover, cfg).await;
     let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx));
-    let outcome = read_loop(&hub, &handle, reader).await;
+    let outcome = read_loop(&hub, &handle, reader, relay.as_ref()).await;
     handle.open.store(false, Ordering::Release);
     // A Close of ours may still be in flight: give the writer a moment to finish it.
     if handle.close_request().is_some() {
@@ -413,8 +418,17 @@ async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
 }
 
 /// Delivers incoming frames until the connection ends; returns its close code and reason.
-async fn read_loop(hub: &Hub, handle: &Arc<ConnHandle>, mut reader: FrameReader) -> (u16, String) {
+async fn read_loop(
+    hub: &Hub,
+    handle: &Arc<ConnHandle>,
+    mut reader: FrameReader,
+    relay: Option<&Relay>,
+) -> (u16, String) {
     let id = handle.id;
+    let relay_exclude: &[ConnId] = match relay {
+        Some(r) if !r.echo => std::slice::from_ref(&handle.id),
+        _ => &[],
+    };
     let mut peer_close: Option<(u16, String)> = None;
     let mut deadline: Option<Instant> = None;
     let far = Duration::from_secs(86_400 * 365);
@@ -440,6 +454,23 @@ async fn read_loop(hub: &Hub, handle: &Arc<ConnHandle>, mut reader: FrameReader)
             }
         };
         handle.mark_alive();
+        if let Some(relay) = relay {
+            // Relayed in Rust: no event, no Python, the payload shared by every member.
+            match incoming {
+                Incoming::Text(text) => {
+                    hub.broadcast_room(&relay.room, Outgoing::Text(text), relay_exclude)
+                }
+                Incoming::Binary(data) => {
+                    hub.broadcast_room(&relay.room, Outgoing::Binary(data), relay_exclude)
+                }
+                Incoming::Close(code, reason) => {
+                    peer_close.get_or_insert((code, reason));
+                    0
+                }
+                Incoming::Control => 0,
+            };
+            continue;
+        }
         let pushed = match incoming {
             Incoming::Control => continue,
             Incoming::Close(code, reason) => {

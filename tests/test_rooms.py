@@ -132,3 +132,38 @@ def test_closed_connections_cannot_send_or_join(start):
     with pytest.raises(roomcast.ConnectionClosed):
         conn.join("room")
     conn.close()  # idempotent, no error
+
+
+def test_relay_paths_broadcast_without_python(start):
+    calls = []
+    app = roomcast.Server(paths=["/ws"])
+    app.relay("/feed", "news", echo=False)
+    app.relay("/publish", "news", join=False, echo=False)
+    app.relay("/chat", "chat")
+    app.on_message(lambda conn, msg: calls.append(msg))
+    server = start(app)
+    with connect(f"{server.url}/feed") as a, connect(f"{server.url}/feed") as b:
+        wait_for(lambda: len(app.room("news")) == 2, what="subscribers in the room")
+        with connect(f"{server.url}/publish") as pub:
+            pub.send("headline")
+            pub.send(b"\x00binary")
+            assert [a.recv(timeout=5), a.recv(timeout=5)] == ["headline", b"\x00binary"]
+            assert [b.recv(timeout=5), b.recv(timeout=5)] == ["headline", b"\x00binary"]
+            a.send("from a subscriber")
+            assert b.recv(timeout=5) == "from a subscriber"
+            with pytest.raises(TimeoutError):
+                a.recv(timeout=0.2)  # echo=False: not back to its sender
+            with pytest.raises(TimeoutError):
+                pub.recv(timeout=0.1)  # join=False: the publisher is not a member
+    with connect(f"{server.url}/chat") as c1, connect(f"{server.url}/chat") as c2:
+        wait_for(lambda: len(app.room("chat")) == 2, what="chat members")
+        c1.send("hi all")
+        assert c1.recv(timeout=5) == "hi all"  # echo=True: the sender too
+        assert c2.recv(timeout=5) == "hi all"
+    assert calls == []  # no frame reached Python
+
+
+def test_relays_are_checked():
+    app = roomcast.Server()
+    with pytest.raises(ValueError, match="must start with"):
+        app.relay("feed", "news")

@@ -87,6 +87,7 @@ class Server:
             "io_threads": io_threads,
             "read_buffer_size": read_buffer_size,
             "write_buffer_size": write_buffer_size,
+            "relays": [],
         }
         self.shutdown_timeout = shutdown_timeout
         self.workers = workers
@@ -136,6 +137,24 @@ class Server:
         self._on_disconnect = hook
         self._sync_routes()
         return hook
+
+    def relay(self, path: str, room: str, *, join: bool = True, echo: bool = True) -> None:
+        """Serve ``path`` as a relay handled entirely in Rust: connections to it join
+        ``room`` (unless ``join=False``), and every message they send is broadcast to the
+        room (to the sender too when ``echo``), without reaching any Python hook.
+
+        ``on_connect`` and ``on_disconnect`` still run for relay connections. For example
+        ``app.relay("/feed", "news")`` for subscribers and
+        ``app.relay("/publish", "news", join=False)`` for a publisher. Call before starting.
+        """
+        if self._running is not None:
+            raise RuntimeError("add relays before the server starts")
+        if not path.startswith("/"):
+            raise ValueError(f"relay path must start with '/' (got {path!r})")
+        self._settings["relays"] = [
+            *(r for r in self._settings["relays"] if r[0] != path),
+            (path, room, join, echo),
+        ]
 
     def _sync_routes(self) -> None:
         running = self._running

@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 
-use crate::config::{Config, OverflowPolicy};
+use crate::config::{Config, OverflowPolicy, Relay};
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::{Outgoing, Text};
 use crate::server::Server;
@@ -67,6 +67,18 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
             "subprotocols" => c.subprotocols = value.extract()?,
             "mailbox_limit" => c.mailbox_limit = value.extract()?,
             "io_threads" => c.io_threads = value.extract()?,
+            "relays" => {
+                let relays: Vec<(String, String, bool, bool)> = value.extract()?;
+                c.relays = relays
+                    .into_iter()
+                    .map(|(path, room, join, echo)| Relay {
+                        path,
+                        room,
+                        join,
+                        echo,
+                    })
+                    .collect();
+            }
             _ => return Err(PyTypeError::new_err(format!("unknown setting {key:?}"))),
         }
     }
@@ -95,6 +107,7 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("subprotocols", c.subprotocols)?;
     d.set_item("mailbox_limit", c.mailbox_limit)?;
     d.set_item("io_threads", c.io_threads)?;
+    d.set_item("relays", Vec::<(String, String, bool, bool)>::new())?;
     Ok(d)
 }
 
