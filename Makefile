@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8765
 
-.PHONY: run test lint dev bench clean
+.PHONY: run test lint dev bench bench-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -34,8 +34,14 @@ lint: $(PY)
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest roomcast._roomcast --allowlist stubtest-allowlist.txt
 
+# Benchmarks side by side with the peers (never part of the tests); writes docs/benchmarks.md.
 bench:
-	@echo "benches/ is not built yet (issue 3)"; exit 1
+	bash benches/setup.sh
+	benches/.venv/bin/python benches/run.py
+
+bench-quick:
+	bash benches/setup.sh
+	benches/.venv/bin/python benches/run.py --quick
 
 clean:
 	rm -rf $(VENV) target

@@ -131,7 +131,7 @@ class Dispatcher:
                 if app._on_message is not None:
                     return _call(app._on_message, "on_message", conn, event[1])
                 return None
-            return _call(hook, f"on({event[2]!r})", conn, json.loads(event[1]))
+            return _call(hook, event[2], conn, json.loads(event[1]))
         if kind == CONNECT or kind == OPEN:
             conn = Connection(self._core, conn_id, event[1])
             self._conns[conn_id] = conn
@@ -192,11 +192,19 @@ class Dispatcher:
             raise exc
 
 
+def _label(name: str) -> str:
+    """``on_message``/``on_disconnect`` as they are; an event name as ``on('name')``."""
+    return name if name in ("on_message", "on_disconnect") else f"on({name!r})"
+
+
 def _call(hook: Callable[..., Any], name: str, conn: Connection, *args: Any) -> Optional[Any]:
+    """Calls a hook; returns what must still be awaited when the hook is async."""
     try:
         result = hook(conn, *args)
     except Exception:
-        logger.exception("%s hook raised for connection %s", name, conn.id)
+        logger.exception("%s hook raised for connection %s", _label(name), conn.id)
+        return None
+    if result is None:  # the common case: a sync hook
         return None
     if inspect.isawaitable(result):
         return _guard(result, name, conn)
@@ -207,4 +215,4 @@ async def _guard(pending: Awaitable[Any], name: str, conn: Connection) -> None:
     try:
         await pending
     except Exception:
-        logger.exception("%s hook raised for connection %s", name, conn.id)
+        logger.exception("%s hook raised for connection %s", _label(name), conn.id)

@@ -1,0 +1,362 @@
+"""Runs every benchmark scenario against roomcast and its peers, side by side, and writes
+docs/benchmarks.md and docs/benchmarks.png.
+
+    python benches/run.py [--runs 3] [--duration 5] [--quick] [--only SCENARIO,...]
+                          [--servers NAME,...] [--idle-100k NAME,...]
+
+Each server is pinned to core 0 and the load generator to core 1 (`taskset`); every server
+gets the same scenario and settings. A peer that cannot run here is reported as missing.
+Medians of `--runs` runs are reported: this machine is shared and noisy, so the ratios
+measured within one run are the figure to read. Run by `make bench`, which first builds the
+tools and installs the peers (benches/setup.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SERVERS_DIR = HERE / "servers"
+LOADGEN = HERE / "target" / "release" / "loadgen"
+REFSERVER = HERE / "target" / "release" / "refserver"
+VENV_PY = HERE / ".venv" / "bin" / "python"
+SERVER_CORE, LOADGEN_CORE = "0", "1"
+
+
+@dataclass
+class Server:
+    name: str
+    cmd: list[str]
+    why_missing: str = ""
+
+
+def python_peer(name: str, script: str, module: str) -> Server:
+    check = subprocess.run([str(VENV_PY), "-c", f"import {module}"], capture_output=True, text=True)
+    last = (check.stderr.strip().splitlines() or ["no output"])[-1]
+    why = "" if check.returncode == 0 else f"import {module} failed: {last}"
+    return Server(name, [str(VENV_PY), str(SERVERS_DIR / script)], why)
+
+
+def servers() -> list[Server]:
+    node = shutil.which("node")
+    node_ok = node and (SERVERS_DIR / "node" / "node_modules" / "ws").exists()
+    return [
+        python_peer("roomcast", "roomcast_server.py", "roomcast"),
+        Server("rust-reference", [str(REFSERVER)], "" if REFSERVER.exists() else "not built"),
+        python_peer("websockets", "websockets_server.py", "websockets"),
+        python_peer("picows", "picows_server.py", "picows"),
+        python_peer("aiohttp+uvloop", "aiohttp_server.py", "aiohttp, uvloop"),
+        python_peer("socketify", "socketify_server.py", "socketify"),
+        Server(
+            "node-ws",
+            [node or "node", str(SERVERS_DIR / "node" / "server.js")],
+            "" if node_ok else ("node not found" if not node else "npm install not done"),
+        ),
+    ]
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    args: list[str]
+    metric: str  # the JSON field compared across servers (higher is better unless lower)
+    lower_is_better: bool = False
+    roomcast_args: list[str] = field(default_factory=list)  # extra server args for roomcast
+    only: tuple[str, ...] = ()  # limit to these servers (empty: all)
+
+
+def scenarios(duration: float, idle_hold: float) -> list[Scenario]:
+    d = ["--duration", str(duration), "--warmup", "1"]
+    no_py = ("roomcast", "rust-reference")
+    return [
+        Scenario("echo-64-w1", "(a) echo via a sync hook, 64 B, 50 conns, 1 in flight",
+                 ["echo", "--conns", "50", "--window", "1", "--size", "64", *d], "msgs_per_s"),
+        Scenario("echo-64-w8", "(a) echo via a sync hook, 64 B, 50 conns, 8 in flight",
+                 ["echo", "--conns", "50", "--window", "8", "--size", "64", *d], "msgs_per_s"),
+        Scenario("echo-1k-w1", "(a) echo via a sync hook, 1 KiB, 50 conns, 1 in flight",
+                 ["echo", "--conns", "50", "--window", "1", "--size", "1024", *d], "msgs_per_s"),
+        Scenario("echo-1k-w8", "(a) echo via a sync hook, 1 KiB, 50 conns, 8 in flight",
+                 ["echo", "--conns", "50", "--window", "8", "--size", "1024", *d], "msgs_per_s"),
+        Scenario("fanout-500", "(b) fan-out from one sender via a hook, 500 members, 64 B, window 16",
+                 ["fanout", "--subs", "500", "--window", "16", "--size", "64", *d], "deliveries_per_s"),
+        Scenario("fanout-5000", "(b) fan-out from one sender via a hook, 5,000 members, 64 B, window 16",
+                 ["fanout", "--subs", "5000", "--window", "16", "--size", "64", *d], "deliveries_per_s"),
+        Scenario("chat-16", "(b) chat shape via a hook: 16 clients, each message to all 16, window 4",
+                 ["chat", "--conns", "16", "--window", "4", "--size", "64", *d], "deliveries_per_s"),
+        Scenario("relay-fanout-500", "(c) fan-out to 500 members with no Python in the path",
+                 ["fanout", "--subs", "500", "--window", "16", "--size", "64", *d], "deliveries_per_s",
+                 roomcast_args=["--relay"], only=no_py),
+        Scenario("relay-chat-16", "(c) chat shape with no Python in the path",
+                 ["chat", "--conns", "16", "--window", "4", "--size", "64", *d], "deliveries_per_s",
+                 roomcast_args=["--relay"], only=no_py),
+        Scenario("idle-10k", "(d) idle: 10,000 connections, heartbeat on; RSS per connection (KiB)",
+                 ["idle", "--conns", "10000", "--hold", str(idle_hold)], "rss_per_conn_kib",
+                 lower_is_better=True),
+        Scenario("handshakes", "(e) handshakes per second (8 concurrent)",
+                 ["handshake", "--concurrency", "8", *d], "handshakes_per_s"),
+    ]
+
+
+def idle_100k(idle_hold: float, names: tuple[str, ...]) -> Scenario:
+    ips = ",".join(f"127.0.0.{i}" for i in range(1, 6))
+    return Scenario("idle-100k", "(d) idle: 100,000 connections, heartbeat on; RSS per connection (KiB)",
+                    ["idle", "--conns", "100000", "--hold", str(idle_hold), "--source-ips", ips],
+                    "rss_per_conn_kib", lower_is_better=True, only=names)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port} within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_one(server: Server, sc: Scenario, log) -> dict:
+    port = free_port()
+    extra = sc.roomcast_args if server.name == "roomcast" else []
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, *server.cmd, str(port), *extra],
+                            stdout=log, stderr=log, cwd=SERVERS_DIR, start_new_session=True)
+    try:
+        wait_port(port, proc)
+        cmd = ["taskset", "-c", LOADGEN_CORE, str(LOADGEN), *sc.args, "--port", str(port),
+               "--server-pid", str(proc.pid)]
+        budget = 600 if "idle" in sc.key else 120
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
+        log.write(out.stderr.encode())
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            return {"error": f"loadgen exit {out.returncode}: {out.stderr.strip()[-300:]}"}
+        result = json.loads(lines[-1])
+        if proc.poll() is not None:
+            result["error"] = f"server died (exit {proc.returncode})"
+        return result
+    except Exception as exc:  # a failing peer is reported, never the end of the run
+        return {"error": str(exc)[:300]}
+    finally:
+        stop(proc)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def versions() -> str:
+    code = ("import importlib.metadata as m\n"
+            "for p in ['roomcast','websockets','picows','aiohttp','uvloop','socketify']:\n"
+            "    try: print(p, m.version(p))\n"
+            "    except Exception: print(p, 'missing')\n")
+    out = subprocess.run([str(VENV_PY), "-c", code], capture_output=True, text=True).stdout.split("\n")
+    node = shutil.which("node")
+    if node:
+        ws = SERVERS_DIR / "node" / "node_modules" / "ws" / "package.json"
+        wsv = json.loads(ws.read_text())["version"] if ws.exists() else "missing"
+        out.append(f"node {subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()}, ws {wsv}")
+    return ", ".join(x for x in out if x)
+
+
+def fmt(v: float | None, metric: str) -> str:
+    if v is None:
+        return "—"
+    if "kib" in metric:
+        return f"{v:,.1f}"
+    return f"{v:,.0f}"
+
+
+def median_of(results: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in results if key in r and r.get("error") is None and r[key] is not None]
+    return statistics.median(vals) if vals else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--idle-hold", type=float, default=10.0)
+    ap.add_argument("--quick", action="store_true", help="1 run of 2 s each")
+    ap.add_argument("--only", default="", help="comma-separated scenario keys")
+    ap.add_argument("--servers", default="", help="comma-separated server names")
+    ap.add_argument("--idle-100k", default="roomcast,rust-reference",
+                    help="servers that also run the 100,000-connection idle test ('' for none)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = ap.parse_args()
+    if args.quick:
+        args.runs, args.duration, args.idle_hold = 1, 2.0, 3.0
+
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+    all_servers = servers()
+    if args.servers:
+        wanted = set(args.servers.split(","))
+        all_servers = [s for s in all_servers if s.name in wanted]
+    scs = scenarios(args.duration, args.idle_hold)
+    if args.idle_100k:
+        scs.append(idle_100k(args.idle_hold, tuple(args.idle_100k.split(","))))
+    if args.only:
+        keys = set(args.only.split(","))
+        scs = [s for s in scs if s.key in keys]
+
+    runnable = [s for s in all_servers if not s.why_missing]
+    for s in all_servers:
+        if s.why_missing:
+            print(f"MISSING {s.name}: {s.why_missing}", file=sys.stderr)
+    plan = [(r, sc, s) for r in range(args.runs) for sc in scs for s in runnable
+            if not sc.only or s.name in sc.only]
+    results: dict[tuple[str, str], list[dict]] = {}
+    logdir = HERE / "results"
+    logdir.mkdir(exist_ok=True)
+    started = time.monotonic()
+    with open(logdir / "servers.log", "wb") as log:
+        for i, (r, sc, s) in enumerate(plan, 1):
+            res = run_one(s, sc, log)
+            results.setdefault((sc.key, s.name), []).append(res)
+            value = res.get(sc.metric)
+            shown = res["error"] if res.get("error") else f"{fmt(value, sc.metric)} {sc.metric}"
+            eta = (time.monotonic() - started) / i * (len(plan) - i)
+            print(f"[{i}/{len(plan)} run {r + 1}, ~{eta / 60:.0f} min left] {sc.key:<17} {s.name:<15} {shown}",
+                  file=sys.stderr, flush=True)
+    (logdir / "raw.json").write_text(json.dumps(
+        {f"{k[0]}|{k[1]}": v for k, v in results.items()}, indent=1))
+    write_report(Path(args.out), scs, all_servers, results, args)
+    return 0
+
+
+def write_report(out: Path, scs, all_servers, results, args) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`benches/run.py`); do not edit by hand.",
+        "",
+        f"- Machine: {machine()}.",
+        f"- Versions: {versions()}.",
+        f"- Each server pinned to core {SERVER_CORE}, the Rust load generator (`benches/loadgen`) to "
+        f"core {LOADGEN_CORE}. Median of {args.runs} run(s), {args.duration:g} s each after 1 s warm-up.",
+        "- `ratio` is the server's median over the best *peer's* median in that scenario (for memory: "
+        "best peer over the server, so above 1 is better in every column). The machine is shared "
+        "and noisy: read the ratios, the absolute numbers only beside them.",
+        "- `loadgen CPU` near 100 % would mean the load generator, not the server, was the limit.",
+        "",
+    ]
+    missing = [s for s in all_servers if s.why_missing]
+    if missing:
+        lines += ["Missing peers: " + "; ".join(f"**{s.name}**: {s.why_missing}" for s in missing), ""]
+    chart: dict[str, dict[str, float]] = {}
+    for sc in scs:
+        names = [s.name for s in all_servers if not s.why_missing and (not sc.only or s.name in sc.only)]
+        med = {n: median_of(results.get((sc.key, n), []), sc.metric) for n in names}
+        peers = {n: v for n, v in med.items() if v is not None and n != "roomcast"}
+        if sc.lower_is_better:
+            best = min(peers.values()) if peers else None
+        else:
+            best = max(peers.values()) if peers else None
+        lines += [f"## {sc.title}", "", f"metric: `{sc.metric}`", "",
+                  "| server | median | ratio to best peer | p50 µs | p99 µs | server CPU % | loadgen CPU % | notes |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
+        for n in names:
+            rs = results.get((sc.key, n), [])
+            v = med[n]
+            ratio = None
+            if v and best:
+                ratio = (best / v) if sc.lower_is_better else (v / best)
+            chart.setdefault(sc.key, {})[n] = ratio or 0.0
+            errs = sorted({r["error"] for r in rs if r.get("error")})
+            extra = []
+            if "idle" in sc.key:
+                extra.append(f"open {fmt(median_of(rs, 'conns_open'), 'n')}")
+                extra.append(f"RSS {fmt(median_of(rs, 'rss_kib'), 'kib')} KiB")
+            if median_of(rs, "lost"):
+                extra.append(f"lost {fmt(median_of(rs, 'lost'), 'n')}")
+            if median_of(rs, "closed_by_server"):
+                extra.append(f"closed by server {fmt(median_of(rs, 'closed_by_server'), 'n')}")
+            extra += [f"error: {e}" for e in errs]
+            lines.append(
+                f"| {n} | {fmt(v, sc.metric)} | {f'{ratio:.2f}×' if ratio else '—'} | "
+                f"{fmt(median_of(rs, 'p50_us'), 'n')} | {fmt(median_of(rs, 'p99_us'), 'n')} | "
+                f"{fmt(median_of(rs, 'server_cpu_pct'), 'n')} | {fmt(median_of(rs, 'loadgen_cpu_pct'), 'n')} | "
+                f"{'; '.join(extra)} |")
+        lines.append("")
+    lines += ["![ratios](benchmarks.png)", "", "## Reproduce", "",
+              "```sh", "make bench            # full: 3 runs of every scenario (about 30-40 min)",
+              "make bench-quick      # 1 run of 2 s each", "```", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    draw(chart, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}", file=sys.stderr)
+
+
+def draw(chart: dict[str, dict[str, float]], path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no chart", file=sys.stderr)
+        return
+    keys = list(chart)
+    names = sorted({n for v in chart.values() for n in v}, key=lambda n: (n != "roomcast", n))
+    fig, ax = plt.subplots(figsize=(max(8, len(keys) * 1.3), 5))
+    width = 0.8 / max(1, len(names))
+    for i, n in enumerate(names):
+        xs = [k + i * width for k in range(len(keys))]
+        ax.bar(xs, [chart[k].get(n, 0.0) for k in keys], width, label=n)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))])
+    ax.set_xticklabels(keys, rotation=30, ha="right")
+    ax.set_ylabel("ratio to the best peer (higher is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

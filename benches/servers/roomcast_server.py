@@ -1,0 +1,50 @@
+"""roomcast under the benchmark protocol (benches/PROTOCOL.md).
+
+    python roomcast_server.py PORT [--relay]
+
+Default: every path goes through ordinary sync Python hooks (join in on_connect, echo and
+broadcast in on_message). With --relay, /sub, /pub and /chat are relays handled in Rust with
+no Python in the path (scenario c); /echo still echoes through its hook.
+"""
+
+import os
+import sys
+
+import roomcast
+
+port = int(sys.argv[1])
+relay = "--relay" in sys.argv[2:]
+app = roomcast.Server(
+    io_threads=int(os.environ.get("ROOMCAST_IO_THREADS", "1")),
+    workers=int(os.environ.get("ROOMCAST_WORKERS", "2")),
+)
+
+if relay:
+    app.relay("/sub", "bench", echo=False)
+    app.relay("/pub", "bench", join=False, echo=False)
+    app.relay("/chat", "chat")
+else:
+    rooms = {"/sub": "bench", "/chat": "chat"}
+
+    @app.on_connect
+    def join(conn, request):
+        room = rooms.get(request.path)
+        if room:
+            conn.join(room)
+
+
+bench = app.room  # bound once: the hooks below stay trivial
+
+
+@app.on_message
+def message(conn, msg):
+    path = conn.path
+    if path == "/echo":
+        conn.send(msg)
+    elif path == "/pub":
+        bench("bench").broadcast(msg)
+    elif path == "/chat":
+        bench("chat").broadcast(msg)
+
+
+app.run(host="127.0.0.1", port=port)
