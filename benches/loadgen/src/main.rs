@@ -1,0 +1,288 @@
+//! Command line of the WebSocket load generator: parses options, raises RLIMIT_NOFILE, runs one
+//! scenario on a single-threaded runtime under an overall deadline and prints one JSON line.
+
+mod conn;
+mod fanout;
+mod handshake;
+mod idle;
+mod payload;
+mod peer;
+mod stats;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value, json};
+
+use crate::conn::Target;
+use crate::stats::Clock;
+
+/// WebSocket load generator for the benchmark protocol (see benches/PROTOCOL.md).
+///
+/// Prints exactly one JSON object on stdout; progress and errors go to stderr.
+#[derive(Parser)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Options every subcommand takes (a runner can pass the same set to all of them).
+#[derive(Args, Clone)]
+struct Common {
+    /// Server host (name or IP).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Server port.
+    #[arg(long)]
+    port: u16,
+    /// Server process id: sample its CPU over the measurement and its RSS (from /proc).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Measurement window in seconds (idle measures over --hold instead).
+    #[arg(long, default_value_t = 5.0, value_parser = positive_secs)]
+    duration: f64,
+    /// Seconds of traffic before the window, not counted (not used by idle).
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_secs)]
+    warmup: f64,
+    /// Message payload size in bytes: a 40-byte header padded with 'x' (not used by handshake, idle).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(payload::HEADER_LEN as i64..=(16 << 20)))]
+    size: u32,
+}
+
+/// Measurement timing of the traffic scenarios.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    pub duration: f64,
+    pub warmup: f64,
+}
+
+impl Common {
+    fn timing(&self) -> Timing {
+        Timing { duration: self.duration, warmup: self.warmup }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Connections to /echo, each keeping --window messages in flight.
+    Echo {
+        #[command(flatten)]
+        c: Common,
+        /// Connections.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        conns: u32,
+        /// Messages in flight per connection.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+        window: u32,
+    },
+    /// Subscribers on /sub, one publisher on /pub keeping --window messages in flight.
+    Fanout {
+        #[command(flatten)]
+        c: Common,
+        /// Subscriber connections.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+        subs: u32,
+        /// Published messages in flight (complete when every subscriber has it).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        window: u32,
+    },
+    /// Connections to /chat, each keeping --window of its own messages in flight.
+    Chat {
+        #[command(flatten)]
+        c: Common,
+        /// Room members.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        conns: u32,
+        /// Own messages in flight per member (complete when it gets its own copy back).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        window: u32,
+    },
+    /// Loops of connect + handshake on /echo + reset (SO_LINGER 0).
+    Handshake {
+        #[command(flatten)]
+        c: Common,
+        /// Parallel connect-handshake-reset loops.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: u32,
+    },
+    /// Many quiet connections to /echo: server memory per connection and CPU while holding.
+    Idle {
+        #[command(flatten)]
+        c: Common,
+        /// Connections to open and hold.
+        #[arg(long, default_value_t = 10000, value_parser = clap::value_parser!(u32).range(1..))]
+        conns: u32,
+        /// Seconds to hold the connections open while measuring.
+        #[arg(long, default_value_t = 10.0, value_parser = non_negative_secs)]
+        hold: f64,
+        /// Comma-separated IPv4 source addresses to bind to, round-robin (e.g. 127.0.0.1,127.0.0.2).
+        #[arg(long, value_delimiter = ',')]
+        source_ips: Vec<IpAddr>,
+        /// Connections being opened at once.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: u32,
+        /// Give up opening connections after this many seconds.
+        #[arg(long, default_value_t = 120.0, value_parser = positive_secs)]
+        open_timeout: f64,
+    },
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected a positive number of seconds, got {s:?}")),
+    }
+}
+
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("expected a number of seconds >= 0, got {s:?}")),
+    }
+}
+
+/// What a scenario reports: its JSON fields, and whether it could connect at all.
+pub struct Outcome {
+    pub out: Map<String, Value>,
+    pub connected: bool,
+}
+
+impl Cmd {
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Echo { .. } => "echo",
+            Cmd::Fanout { .. } => "fanout",
+            Cmd::Chat { .. } => "chat",
+            Cmd::Handshake { .. } => "handshake",
+            Cmd::Idle { .. } => "idle",
+        }
+    }
+
+    fn common(&self) -> &Common {
+        match self {
+            Cmd::Echo { c, .. }
+            | Cmd::Fanout { c, .. }
+            | Cmd::Chat { c, .. }
+            | Cmd::Handshake { c, .. }
+            | Cmd::Idle { c, .. } => c,
+        }
+    }
+
+    /// The whole run never lasts longer than this.
+    fn deadline(&self) -> Duration {
+        let secs = match self {
+            Cmd::Idle { hold, open_timeout, .. } => open_timeout + 2.0 + hold + 30.0,
+            _ => self.common().warmup + self.common().duration + 30.0,
+        };
+        Duration::from_secs_f64(secs)
+    }
+}
+
+async fn run(cmd: Cmd, clock: Clock) -> Result<Outcome, String> {
+    let c = cmd.common().clone();
+    let target = Target::resolve(&c.host, c.port).await?;
+    let (pid, timing, size) = (c.server_pid, c.timing(), c.size as usize);
+    Ok(match cmd {
+        Cmd::Echo { conns, window, .. } => {
+            let a = peer::PeerArgs { kind: peer::Kind::Echo, conns: conns as usize, window, size };
+            peer::run(a, target, timing, pid, clock).await
+        }
+        Cmd::Chat { conns, window, .. } => {
+            let a = peer::PeerArgs { kind: peer::Kind::Chat, conns: conns as usize, window, size };
+            peer::run(a, target, timing, pid, clock).await
+        }
+        Cmd::Fanout { subs, window, .. } => {
+            let a = fanout::FanoutArgs { subs: subs as usize, window, size };
+            fanout::run(a, target, timing, pid, clock).await
+        }
+        Cmd::Handshake { concurrency, .. } => handshake::run(concurrency as usize, target, timing, pid, clock).await,
+        Cmd::Idle { conns, hold, source_ips, concurrency, open_timeout, .. } => {
+            let a = idle::IdleArgs {
+                conns: conns as usize,
+                hold,
+                concurrency: concurrency as usize,
+                open_timeout,
+                source_ips,
+            };
+            idle::run(a, target, pid).await
+        }
+    })
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the resulting soft limit.
+fn raise_nofile_limit() -> Option<u64> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: r is a valid rlimit for getrlimit/setrlimit to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return None;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r = raised;
+            }
+        }
+    }
+    Some(r.rlim_cur)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cmd = cli.cmd;
+    let name = cmd.name();
+    let nofile = raise_nofile_limit();
+    if let (Cmd::Idle { conns, .. }, Some(limit)) = (&cmd, nofile)
+        && u64::from(*conns) + 32 > limit
+    {
+        eprintln!("loadgen: warning: RLIMIT_NOFILE is {limit}, too low for {conns} connections");
+    }
+    let (host, port) = (cmd.common().host.clone(), cmd.common().port);
+    let deadline = cmd.deadline();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let clock = Clock::new();
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&rt, async { tokio::time::timeout(deadline, run(cmd, clock)).await });
+
+    let mut out = Map::new();
+    let mut connected = false;
+    let mut error = Value::Null;
+    match result {
+        Ok(Ok(o)) => {
+            out = o.out;
+            connected = o.connected;
+            if !connected {
+                error = json!("could not connect");
+            }
+        }
+        Ok(Err(e)) => error = json!(e),
+        Err(_) => {
+            connected = true;
+            error = json!(format!("overall deadline of {}s exceeded", deadline.as_secs_f64()));
+        }
+    }
+    if !error.is_null() {
+        eprintln!("loadgen: {name}: {}", error.as_str().unwrap_or_default());
+    }
+    out.insert("scenario".into(), json!(name));
+    out.insert("host".into(), json!(host));
+    out.insert("port".into(), json!(port));
+    out.insert("error".into(), error);
+    out.insert("nofile_limit".into(), json!(nofile));
+    let line = Value::Object(out).to_string();
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+    // Skip tearing down thousands of connections one by one: the kernel closes them.
+    std::process::exit(if connected { 0 } else { 1 })
+}

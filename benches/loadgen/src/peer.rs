@@ -1,0 +1,345 @@
+//! The `echo` and `chat` scenarios: every connection keeps `window` of its own messages in
+//! flight (a message completes when its sender gets it back) and counts what it receives.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, json};
+use tokio::sync::Notify;
+use tokio::time::{sleep, sleep_until, timeout, timeout_at};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::conn::{self, Target, Ws};
+use crate::payload::{self, Header, PayloadWriter};
+use crate::stats::{Clock, CpuMark, Recorder, Window};
+use crate::{Outcome, Timing};
+
+/// A message not complete this long after it was sent stops counting against the window
+/// (it may still arrive and be counted); so a lost message does not shrink the window for good.
+pub const STALL_NS: u64 = 1_000_000_000;
+/// How long after the window messages sent in it may still arrive.
+pub const DRAIN_NS: u64 = 2_000_000_000;
+/// Time allowed for the closing handshake of each connection at the end.
+pub const CLOSE_GRACE: Duration = Duration::from_millis(1500);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Echo,
+    Chat,
+}
+
+pub struct PeerArgs {
+    pub kind: Kind,
+    pub conns: usize,
+    pub window: u32,
+    pub size: usize,
+}
+
+struct Shared {
+    kind: Kind,
+    clock: Clock,
+    window: Window,
+    drain_end_ns: u64,
+    rec: Recorder,
+    size: usize,
+    win: u32,
+    /// Live connections: how many receive each chat message.
+    members: Cell<u64>,
+    sent_all: Cell<u64>,
+    expected_all: Cell<u64>,
+    recv_all: Cell<u64>,
+    sent_win: Cell<u64>,
+    expected_win: Cell<u64>,
+    recv_win: Cell<u64>,
+    own_win: Cell<u64>,
+    abandoned: Cell<u64>,
+    writers: Cell<usize>,
+    done: Cell<bool>,
+    done_notify: Notify,
+}
+
+fn add(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+impl Shared {
+    /// Receivers of one message sent now.
+    fn fan(&self) -> u64 {
+        match self.kind {
+            Kind::Echo => 1,
+            Kind::Chat => self.members.get(),
+        }
+    }
+
+    /// Everything is over once no one sends any more and every expected copy arrived.
+    fn check_done(&self) {
+        if !self.done.get() && self.writers.get() == 0 && self.recv_all.get() >= self.expected_all.get() {
+            self.done.set(true);
+            self.done_notify.notify_waiters();
+        }
+    }
+}
+
+/// Per-connection send window, shared by its reader and writer halves.
+struct Flow {
+    id: u32,
+    /// (sequence number, send time) of own messages in flight, oldest first.
+    in_flight: RefCell<VecDeque<(u64, u64)>>,
+    wake: Notify,
+}
+
+impl Flow {
+    /// An own message came back: it leaves the window (unless it was already given up on).
+    fn returned(&self, seq: u64) {
+        let mut q = self.in_flight.borrow_mut();
+        // Almost always the front; a search copes with reordering servers.
+        if let Some(pos) = q.iter().position(|&(s, _)| s == seq) {
+            q.remove(pos);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Gives up on messages in flight for STALL_NS; returns how many.
+    fn abandon_old(&self, now: u64) -> u64 {
+        let mut q = self.in_flight.borrow_mut();
+        let mut n = 0;
+        while q.front().is_some_and(|&(_, sent)| sent + STALL_NS <= now) {
+            q.pop_front();
+            n += 1;
+        }
+        n
+    }
+}
+
+pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option<u32>, clock: Clock) -> Outcome {
+    let path = match a.kind {
+        Kind::Echo => "/echo",
+        Kind::Chat => "/chat",
+    };
+    let rec = Recorder::new();
+    let mut wss = Vec::with_capacity(a.conns);
+    let mut connect_errors = 0u64;
+    let batch = conn::Batch {
+        path,
+        n: a.conns,
+        concurrency: 100,
+        cfg: conn::traffic_config(a.size),
+        source_ips: &[],
+        deadline: tokio::time::Instant::now() + conn::OPEN_BUDGET,
+    };
+    let unopened = conn::open_many(&target, batch, |_, r| match r {
+        Ok(ws) => wss.push(ws),
+        Err(e) => {
+            connect_errors += 1;
+            rec.error("connect", e);
+        }
+    })
+    .await;
+    if unopened > 0 {
+        connect_errors += unopened as u64;
+        rec.error("connect", format!("{unopened} connections not open after {}s", conn::OPEN_BUDGET.as_secs()));
+    }
+    eprintln!("loadgen: {} of {} connections to {path} open", wss.len(), a.conns);
+    let mut out = Map::new();
+    out.insert("conns".into(), json!(a.conns));
+    out.insert("conns_ok".into(), json!(wss.len()));
+    out.insert("connect_errors".into(), json!(connect_errors));
+    out.insert("window".into(), json!(a.window));
+    out.insert("size".into(), json!(a.size));
+    if wss.is_empty() {
+        rec.fill(&mut out);
+        return Outcome { out, connected: false };
+    }
+    if a.kind == Kind::Chat {
+        // Give the server time to register every member of the room.
+        sleep(Duration::from_millis(500)).await;
+    }
+    let window = Window::after_warmup(clock.now_ns(), timing.warmup, timing.duration);
+    let sh = Rc::new(Shared {
+        kind: a.kind,
+        clock,
+        window,
+        drain_end_ns: window.end_ns + DRAIN_NS,
+        rec,
+        size: a.size,
+        win: a.window,
+        members: Cell::new(wss.len() as u64),
+        sent_all: Cell::new(0),
+        expected_all: Cell::new(0),
+        recv_all: Cell::new(0),
+        sent_win: Cell::new(0),
+        expected_win: Cell::new(0),
+        recv_win: Cell::new(0),
+        own_win: Cell::new(0),
+        abandoned: Cell::new(0),
+        writers: Cell::new(wss.len()),
+        done: Cell::new(false),
+        done_notify: Notify::new(),
+    });
+    let tasks: Vec<_> =
+        wss.into_iter().enumerate().map(|(i, ws)| tokio::task::spawn_local(peer(sh.clone(), ws, i as u32))).collect();
+    eprintln!("loadgen: warmup {}s, measuring {}s", timing.warmup, timing.duration);
+
+    sleep_until(clock.at(window.start_ns)).await;
+    let mark = CpuMark::take(server_pid);
+    sleep_until(clock.at(window.end_ns)).await;
+    mark.fill_since(server_pid, &mut out);
+
+    let drain = clock.at(sh.drain_end_ns);
+    while !sh.done.get() {
+        let notified = sh.done_notify.notified();
+        if timeout_at(drain, notified).await.is_err() {
+            break;
+        }
+    }
+    for t in tasks {
+        let _ = timeout_at(drain + CLOSE_GRACE, t).await;
+    }
+
+    let (sent, recv) = (sh.sent_win.get(), sh.recv_win.get());
+    match a.kind {
+        Kind::Echo => {
+            out.insert("msgs_per_s".into(), json!(window.rate(recv)));
+            out.insert("msgs".into(), json!(recv));
+            out.insert("sent".into(), json!(sent));
+            out.insert("lost".into(), json!(sent.saturating_sub(recv)));
+        }
+        Kind::Chat => {
+            out.insert("msgs_per_s".into(), json!(window.rate(sent)));
+            out.insert("deliveries_per_s".into(), json!(window.rate(recv)));
+            out.insert("msgs".into(), json!(sent));
+            out.insert("deliveries".into(), json!(recv));
+            out.insert("own_returned".into(), json!(sh.own_win.get()));
+            out.insert("lost".into(), json!(sh.expected_win.get().saturating_sub(recv)));
+        }
+    }
+    out.insert("abandoned".into(), json!(sh.abandoned.get()));
+    out.insert("measured_s".into(), json!(window.secs()));
+    sh.rec.fill(&mut out);
+    Outcome { out, connected: true }
+}
+
+/// One connection: a writer and a reader half running side by side in one task.
+async fn peer(sh: Rc<Shared>, ws: Ws, id: u32) {
+    let (mut sink, mut stream) = ws.split();
+    let flow = Flow { id, in_flight: RefCell::new(VecDeque::with_capacity(sh.win as usize)), wake: Notify::new() };
+    let writer = async {
+        if let Err(e) = write_loop(&sh, &flow, &mut sink).await {
+            sh.rec.error("send", e);
+        }
+        sh.writers.set(sh.writers.get() - 1);
+        sh.check_done();
+    };
+    let reader = async {
+        let alive = read_loop(&sh, &flow, &mut stream).await;
+        if !alive {
+            // Later chat messages are no longer expected here.
+            sh.members.set(sh.members.get().saturating_sub(1));
+        }
+        alive
+    };
+    let ((), alive) = tokio::join!(writer, reader);
+    if !alive {
+        return;
+    }
+    let _ = timeout(CLOSE_GRACE, async {
+        let _ = sink.close().await;
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+}
+
+async fn write_loop(sh: &Shared, flow: &Flow, sink: &mut SplitSink<Ws, Message>) -> Result<(), tungstenite::Error> {
+    let clock = sh.clock;
+    let mut pw = PayloadWriter::new(sh.size);
+    let mut seq = 0u64;
+    loop {
+        let now = clock.now_ns();
+        if now >= sh.window.end_ns {
+            return Ok(());
+        }
+        add(&sh.abandoned, flow.abandon_old(now));
+        let (n, oldest) = {
+            let q = flow.in_flight.borrow();
+            (sh.win.saturating_sub(q.len() as u32), q.front().map(|&(_, sent)| sent))
+        };
+        if n == 0 {
+            let give_up = oldest.map_or(u64::MAX, |sent| sent + STALL_NS);
+            let _ = timeout_at(clock.at(give_up.min(sh.window.end_ns)), flow.wake.notified()).await;
+            continue;
+        }
+        for _ in 0..n {
+            let ts = clock.now_ns();
+            let fan = sh.fan();
+            add(&sh.sent_all, 1);
+            add(&sh.expected_all, fan);
+            if sh.window.contains(ts) {
+                add(&sh.sent_win, 1);
+                add(&sh.expected_win, fan);
+            }
+            flow.in_flight.borrow_mut().push_back((seq, ts));
+            sink.feed(pw.message(Header { sender: flow.id, seq, sent_ns: ts })).await?;
+            seq += 1;
+        }
+        sink.flush().await?;
+    }
+}
+
+/// Reads until the run is done or the drain deadline passes; false if the connection failed.
+async fn read_loop(sh: &Shared, flow: &Flow, stream: &mut SplitStream<Ws>) -> bool {
+    let clock = sh.clock;
+    let drain = sleep_until(clock.at(sh.drain_end_ns));
+    tokio::pin!(drain);
+    loop {
+        if sh.done.get() {
+            return true;
+        }
+        let notified = sh.done_notify.notified();
+        let msg = tokio::select! {
+            biased;
+            m = stream.next() => m,
+            _ = notified => continue,
+            _ = &mut drain => return true,
+        };
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                sh.rec.error("receive", e);
+                return false;
+            }
+            None => {
+                sh.rec.error("receive", "connection closed by server");
+                return false;
+            }
+        };
+        let Some(data) = payload::data_of(&msg) else {
+            if let Message::Close(f) = msg {
+                sh.rec.error("receive", format!("server sent close {f:?}"));
+                return false;
+            }
+            continue; // ping/pong: tungstenite answers pings itself
+        };
+        let now = clock.now_ns();
+        let Some(h) = payload::parse(data) else {
+            sh.rec.error("receive", "payload without loadgen header");
+            continue;
+        };
+        add(&sh.recv_all, 1);
+        let own = h.sender == flow.id;
+        if sh.window.contains(h.sent_ns) {
+            add(&sh.recv_win, 1);
+            if own {
+                add(&sh.own_win, 1);
+            }
+            sh.rec.latency_ns(now.saturating_sub(h.sent_ns));
+        }
+        if own {
+            flow.returned(h.seq);
+        }
+        sh.check_done();
+    }
+}
