@@ -2,14 +2,17 @@
 //! order, different connections concurrently, in batches.
 //!
 //! Each connection has a mailbox. A mailbox with events is "scheduled": it sits once in the ready
-//! queue, or is held by exactly one worker. A worker takes every waiting event of one connection
-//! at a time (one GIL round-trip per batch, not per frame) and calls `finish` when done; a worker
-//! that must wait for something (an async hook) keeps the mailbox and calls `wake` later. So a
-//! hook that blocks holds up its own connection only.
+//! queue, or is held by exactly one worker. A worker takes the waiting events of many ready
+//! connections at once (one GIL round-trip for all of them, not one per frame), claims them one
+//! connection at a time, and calls `finish` for each; a worker that must wait for something (an
+//! async hook) keeps the connection and calls `wake` later.
+//!
+//! A hook that blocks holds up its own connection only: when a worker has not claimed its next
+//! connection for `STEAL_AFTER`, an idle worker takes the unclaimed rest of its batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -17,6 +20,10 @@ use crate::ConnId;
 
 /// Most events handed over in one batch, so one chatty connection cannot starve the others.
 const MAX_BATCH: usize = 256;
+/// Most connections in one batch.
+const MAX_CONNS: usize = 64;
+/// A batch whose worker claimed nothing for this long is stuck in a hook; idle workers steal.
+pub const STEAL_AFTER: Duration = Duration::from_millis(2);
 
 struct Mailbox<E> {
     events: VecDeque<E>,
@@ -24,9 +31,45 @@ struct Mailbox<E> {
     paused: Option<Arc<Notify>>,
 }
 
+struct Claims<E> {
+    items: VecDeque<(ConnId, Vec<E>)>,
+    last_claim: Instant,
+}
+
+/// Several connections' events handed to one worker.
+pub struct Batch<E> {
+    // A std Mutex: claimed by its worker and, when that worker is stuck, stolen by another;
+    // held only to pop.
+    claims: Mutex<Claims<E>>,
+}
+
+impl<E> Batch<E> {
+    fn new(items: VecDeque<(ConnId, Vec<E>)>) -> Arc<Self> {
+        Arc::new(Self {
+            claims: Mutex::new(Claims {
+                items,
+                last_claim: Instant::now(),
+            }),
+        })
+    }
+
+    /// The next connection's events, in the order the connections became ready.
+    pub fn claim(&self) -> Option<(ConnId, Vec<E>)> {
+        let mut c = self.claims.lock().unwrap();
+        c.last_claim = Instant::now();
+        c.items.pop_front()
+    }
+
+    fn is_exhausted(&self) -> bool {
+        self.claims.lock().unwrap().items.is_empty()
+    }
+}
+
 struct State<E> {
     mailboxes: HashMap<ConnId, Mailbox<E>>,
     ready: VecDeque<ConnId>,
+    /// Batches handed out whose connections may not all be claimed yet.
+    outstanding: Vec<Arc<Batch<E>>>,
     closed: bool,
 }
 
@@ -54,6 +97,7 @@ impl<E> Dispatcher<E> {
             state: Mutex::new(State {
                 mailboxes: HashMap::new(),
                 ready: VecDeque::new(),
+                outstanding: Vec::new(),
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -90,38 +134,74 @@ impl<E> Dispatcher<E> {
         result
     }
 
-    /// Blocks until a connection has events, and takes them (up to a batch). `None` once the
-    /// dispatcher is closed and no connection is left (queued or held by a worker, whose async
-    /// hook may still `wake` it), or after `timeout` with nothing to do.
-    pub fn next_batch(&self, timeout: Option<Duration>) -> Option<(ConnId, Vec<E>)> {
+    /// Blocks until connections have events and takes them (up to a batch), or steals the
+    /// unclaimed rest of a stuck batch. `None` once the dispatcher is closed and no connection
+    /// is left (queued or held by a worker, whose async hook may still `wake` it), or after
+    /// `timeout` with nothing to do.
+    pub fn next_batch(&self, timeout: Option<Duration>) -> Option<Arc<Batch<E>>> {
+        let give_up = timeout.map(|t| Instant::now() + t);
         let mut st = self.state.lock().unwrap();
         loop {
-            if let Some(id) = st.ready.pop_front() {
-                let mailbox = st.mailboxes.get_mut(&id).expect("ready implies a mailbox");
-                let n = mailbox.events.len().min(MAX_BATCH);
-                let batch: Vec<E> = mailbox.events.drain(..n).collect();
-                if let Some(notify) = mailbox.paused.take() {
-                    notify.notify_one();
+            st.outstanding.retain(|b| !b.is_exhausted());
+            if !st.ready.is_empty() {
+                let batch = Batch::new(Self::take_ready(&mut st));
+                st.outstanding.push(batch.clone());
+                return Some(batch);
+            }
+            let now = Instant::now();
+            let mut next_check: Option<Instant> = None;
+            for stuck in &st.outstanding {
+                let mut claims = stuck.claims.lock().unwrap();
+                let due = claims.last_claim + STEAL_AFTER;
+                if now >= due {
+                    let items = std::mem::take(&mut claims.items);
+                    drop(claims);
+                    let batch = Batch::new(items);
+                    st.outstanding.push(batch.clone());
+                    return Some(batch);
                 }
-                return Some((id, batch));
+                next_check = Some(next_check.map_or(due, |t: Instant| t.min(due)));
             }
             if st.closed && st.mailboxes.is_empty() {
                 return None;
             }
-            st = match timeout {
+            let wake_at = match (next_check, give_up) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            st = match wake_at {
                 None => self.ready.wait(st).unwrap(),
-                Some(t) => {
-                    let (guard, res) = self.ready.wait_timeout(st, t).unwrap();
-                    if res.timed_out() && guard.ready.is_empty() {
+                Some(at) => {
+                    if give_up.is_some_and(|g| Instant::now() >= g) {
                         return None;
                     }
-                    guard
+                    let wait = at.saturating_duration_since(Instant::now());
+                    self.ready.wait_timeout(st, wait).unwrap().0
                 }
             };
         }
     }
 
-    /// The worker is done with this connection's batch: requeue it if more arrived meanwhile.
+    fn take_ready(st: &mut State<E>) -> VecDeque<(ConnId, Vec<E>)> {
+        let mut items = VecDeque::new();
+        let mut total = 0;
+        while total < MAX_BATCH && items.len() < MAX_CONNS {
+            let Some(id) = st.ready.pop_front() else {
+                break;
+            };
+            let mailbox = st.mailboxes.get_mut(&id).expect("ready implies a mailbox");
+            // At least one event each; what does not fit stays, and `finish` requeues it.
+            let n = mailbox.events.len().min((MAX_BATCH - total).max(1));
+            total += n;
+            items.push_back((id, mailbox.events.drain(..n).collect()));
+            if let Some(notify) = mailbox.paused.take() {
+                notify.notify_one();
+            }
+        }
+        items
+    }
+
+    /// The worker is done with this connection's events: requeue it if more arrived meanwhile.
     pub fn finish(&self, id: ConnId) {
         let mut st = self.state.lock().unwrap();
         let more = match st.mailboxes.get(&id) {
@@ -143,8 +223,8 @@ impl<E> Dispatcher<E> {
         }
     }
 
-    /// A worker that kept a connection (waiting on an async hook) hands it back: the next
-    /// `next_batch` returns it, possibly with no new events.
+    /// A worker that kept a connection (waiting on an async hook) hands it back: a later
+    /// batch returns it, possibly with no new events.
     pub fn wake(&self, id: ConnId) {
         let mut st = self.state.lock().unwrap();
         st.mailboxes.entry(id).or_insert_with(|| Mailbox {
@@ -183,50 +263,80 @@ mod tests {
         matches!(p, Pushed::Accepted)
     }
 
+    /// Every connection of the next batch, claimed at once.
+    fn all<E>(d: &Dispatcher<E>, timeout: Option<Duration>) -> Option<Vec<(ConnId, Vec<E>)>> {
+        let batch = d.next_batch(timeout)?;
+        Some(std::iter::from_fn(|| batch.claim()).collect())
+    }
+
     #[test]
-    fn one_connection_is_held_by_one_worker_at_a_time() {
+    fn one_batch_carries_every_ready_connection_in_order() {
         let d = Dispatcher::new(100);
-        assert!(accepted(d.push(1, "a")));
-        assert!(accepted(d.push(2, "x")));
-        assert_eq!(d.next_batch(None), Some((1, vec!["a"])));
-        // Connection 1 is held: its new event waits, connection 2 goes first.
+        d.push(1, "a");
+        d.push(2, "x");
         d.push(1, "b");
-        assert_eq!(d.next_batch(None), Some((2, vec!["x"])));
-        assert_eq!(d.next_batch(Some(Duration::from_millis(10))), None);
+        assert_eq!(
+            all(&d, None),
+            Some(vec![(1, vec!["a", "b"]), (2, vec!["x"])])
+        );
+    }
+
+    #[test]
+    fn a_held_connection_is_not_handed_out_again_until_finished() {
+        let d = Dispatcher::new(100);
+        d.push(1, "a");
+        assert_eq!(all(&d, None), Some(vec![(1, vec!["a"])]));
+        d.push(1, "b");
+        d.push(2, "x");
+        // Connection 1 is held: its new event waits, connection 2 goes alone.
+        assert_eq!(all(&d, None), Some(vec![(2, vec!["x"])]));
+        assert_eq!(all(&d, Some(Duration::from_millis(10))), None);
         d.finish(1);
-        assert_eq!(d.next_batch(None), Some((1, vec!["b"])));
+        assert_eq!(all(&d, None), Some(vec![(1, vec!["b"])]));
         d.finish(1);
         d.finish(2);
         assert_eq!(d.pending(), 0);
     }
 
     #[test]
-    fn events_arrive_in_batches_in_order() {
-        let d = Dispatcher::new(1000);
-        for i in 0..10 {
-            d.push(7, i);
-        }
-        assert_eq!(d.next_batch(None), Some((7, (0..10).collect())));
-    }
-
-    #[test]
-    fn batches_are_capped() {
+    fn batches_are_capped_and_the_rest_follows_on_finish() {
         let d = Dispatcher::new(10_000);
         for i in 0..MAX_BATCH + 5 {
             d.push(7, i);
         }
-        assert_eq!(d.next_batch(None).unwrap().1.len(), MAX_BATCH);
+        assert_eq!(all(&d, None).unwrap()[0].1.len(), MAX_BATCH);
         d.finish(7);
-        assert_eq!(d.next_batch(None).unwrap().1.len(), 5);
+        assert_eq!(all(&d, None).unwrap()[0].1.len(), 5);
+        for id in 0..(MAX_CONNS as u64 + 3) {
+            d.push(100 + id, 0);
+        }
+        assert_eq!(all(&d, None).unwrap().len(), MAX_CONNS);
+        assert_eq!(all(&d, None).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_idle_worker_steals_the_rest_of_a_stuck_batch() {
+        let d = Dispatcher::new(100);
+        d.push(1, "slow");
+        d.push(2, "waiting");
+        let stuck = d.next_batch(None).unwrap();
+        assert_eq!(stuck.claim(), Some((1, vec!["slow"])));
+        // The first worker is now inside a hook that blocks; another worker is idle.
+        let started = Instant::now();
+        let stolen = d.next_batch(Some(Duration::from_secs(5))).unwrap();
+        assert!(started.elapsed() >= STEAL_AFTER / 2);
+        assert_eq!(stolen.claim(), Some((2, vec!["waiting"])));
+        // When the slow hook returns, its worker finds nothing left to claim.
+        assert_eq!(stuck.claim(), None);
     }
 
     #[test]
     fn wake_returns_a_held_connection_with_nothing_new() {
         let d = Dispatcher::<u8>::new(10);
         d.push(3, 1);
-        d.next_batch(None);
+        all(&d, None);
         d.wake(3);
-        assert_eq!(d.next_batch(None), Some((3, vec![])));
+        assert_eq!(all(&d, None), Some(vec![(3, vec![])]));
     }
 
     #[test]
@@ -240,7 +350,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        d.next_batch(None);
+        all(&d, None);
         // The permit stored by notify_one lets the waiter through at once.
         rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(1), notify.notified()).await
@@ -252,14 +362,14 @@ mod tests {
     fn close_waits_for_a_held_connection() {
         let d = Dispatcher::new(10);
         d.push(1, 1);
-        d.next_batch(None);
+        all(&d, None);
         d.close();
         // Held by a worker (an async hook in flight): not the end yet.
-        assert_eq!(d.next_batch(Some(Duration::from_millis(10))), None);
+        assert_eq!(all(&d, Some(Duration::from_millis(10))), None);
         d.wake(1);
-        assert_eq!(d.next_batch(None), Some((1, vec![])));
+        assert_eq!(all(&d, None), Some(vec![(1, vec![])]));
         d.finish(1);
-        assert_eq!(d.next_batch(None), None);
+        assert_eq!(all(&d, None), None);
     }
 
     #[test]
@@ -271,9 +381,11 @@ mod tests {
                 let d = d.clone();
                 thread::spawn(move || {
                     let mut got = 0;
-                    while let Some((id, batch)) = d.next_batch(None) {
-                        got += batch.len();
-                        d.finish(id);
+                    while let Some(batch) = d.next_batch(None) {
+                        while let Some((id, events)) = batch.claim() {
+                            got += events.len();
+                            d.finish(id);
+                        }
                     }
                     got
                 })

@@ -160,8 +160,9 @@ mod tests {
             .events
             .next_batch(Some(Duration::from_secs(5)))
             .expect("an event");
-        hub.events.finish(batch.0);
-        batch
+        let (id, events) = batch.claim().expect("a connection");
+        hub.events.finish(id);
+        (id, events)
     }
 
     /// The whole core without Python: a real client, a room broadcast, events, shutdown.

@@ -1,8 +1,9 @@
 """Runs the application's hooks: a pool of worker threads for sync hooks, an asyncio loop for
 async ones.
 
-Each worker waits in Rust (GIL released) for a connection with events and gets all its
-waiting events at once. One connection's events are handled in order, one at a time;
+Each worker waits in Rust (GIL released) for connections with events and gets the waiting
+events of many of them at once; it claims them one connection at a time, and when it stays
+in one hook for long, an idle worker takes the rest of its batch. One connection's events are handled in order, one at a time;
 different connections in parallel. When a hook returns a coroutine, the connection is held
 until it completes on the loop, and then handed back to the pool, so an async hook keeps the
 order too without tying up a worker while it awaits.
@@ -77,16 +78,21 @@ class Dispatcher:
 
     def _work(self) -> None:
         core = self._core
+        run = self._run
         while True:
             batch = core.next_batch()
             if batch is None:
                 return
-            conn_id, events = batch
-            try:
-                self._run(conn_id, events)
-            except BaseException:  # never lose a worker, never leave a connection held
-                logger.exception("roomcast internal error handling connection %s", conn_id)
-                core.finish(conn_id)
+            while True:
+                claimed = batch.claim()
+                if claimed is None:
+                    break
+                conn_id, events = claimed
+                try:
+                    run(conn_id, events)
+                except BaseException:  # never lose a worker, never leave a connection held
+                    logger.exception("roomcast internal error handling connection %s", conn_id)
+                    core.finish(conn_id)
 
     def _run(self, conn_id: int, events: list[Event]) -> None:
         held = self._held.pop(conn_id, None)

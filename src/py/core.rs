@@ -2,6 +2,7 @@
 //! the only ones that wait (`next_batch`, `stop`) release the GIL while they do.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 
 use crate::config::{Config, OverflowPolicy, Relay};
+use crate::dispatch;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::{Outgoing, Text};
 use crate::server::Server;
@@ -22,6 +24,26 @@ const TEXT: u8 = 2;
 const BINARY: u8 = 3;
 const ROUTED: u8 = 4;
 const CLOSE: u8 = 5;
+
+/// Several connections' events for one worker; `claim()` them one connection at a time.
+#[pyclass(frozen, module = "roomcast._roomcast")]
+pub struct Batch(Arc<dispatch::Batch<Event>>);
+
+#[pymethods]
+impl Batch {
+    /// The next connection's `(id, events)`, or `None` when the batch is done (or another
+    /// worker took the rest because this one was stuck in a hook).
+    fn claim<'py>(&self, py: Python<'py>) -> PyResult<Option<(ConnId, Vec<Bound<'py, PyAny>>)>> {
+        let Some((id, events)) = self.0.claim() else {
+            return Ok(None);
+        };
+        let events = events
+            .into_iter()
+            .map(|e| event_tuple(py, e))
+            .collect::<PyResult<_>>()?;
+        Ok(Some((id, events)))
+    }
+}
 
 #[pyclass(frozen, module = "roomcast._roomcast")]
 pub struct Core {
@@ -221,24 +243,13 @@ impl Core {
         });
     }
 
-    /// Waits (GIL released) for the next connection with events; `None` after shutdown, or
-    /// when `timeout` passes with nothing to do.
+    /// Waits (GIL released) for connections with events; `None` after shutdown, or when
+    /// `timeout` passes with nothing to do.
     #[pyo3(signature = (timeout=None))]
-    fn next_batch<'py>(
-        &self,
-        py: Python<'py>,
-        timeout: Option<f64>,
-    ) -> PyResult<Option<(ConnId, Vec<Bound<'py, PyAny>>)>> {
+    fn next_batch(&self, py: Python<'_>, timeout: Option<f64>) -> Option<Batch> {
         let hub = self.server.hub();
         let wait = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
-        let Some((id, events)) = py.detach(|| hub.events.next_batch(wait)) else {
-            return Ok(None);
-        };
-        let events = events
-            .into_iter()
-            .map(|e| event_tuple(py, e))
-            .collect::<PyResult<_>>()?;
-        Ok(Some((id, events)))
+        py.detach(|| hub.events.next_batch(wait)).map(Batch)
     }
 
     fn finish(&self, id: ConnId) {

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Core>()?;
+    m.add_class::<core::Batch>()?;
     m.add_function(wrap_pyfunction!(core::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(logs::next_log_records, m)?)?;
     m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
