@@ -9,6 +9,11 @@
 //!
 //! A hook that blocks holds up its own connection only: when a worker has not claimed its next
 //! connection for `STEAL_AFTER`, an idle worker takes the unclaimed rest of its batch.
+//!
+//! With `defer_wakeups`, a push does not wake a sleeping worker at once: the I/O thread calls
+//! `wake_deferred` when it runs out of work (tokio's park hook), so one wake-up carries every
+//! frame read in that pass instead of one context switch per frame. A backlog of
+//! `WAKE_AFTER_READY` connections or `WAKE_AFTER` of delay wakes a worker anyway.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -24,6 +29,10 @@ const MAX_BATCH: usize = 256;
 const MAX_CONNS: usize = 64;
 /// A batch whose worker claimed nothing for this long is stuck in a hook; idle workers steal.
 pub const STEAL_AFTER: Duration = Duration::from_millis(2);
+/// With deferred wake-ups: ready connections that wake a worker without waiting for the park.
+const WAKE_AFTER_READY: usize = 32;
+/// With deferred wake-ups: the longest a ready connection waits for the park before waking one.
+const WAKE_AFTER: Duration = Duration::from_micros(500);
 
 struct Mailbox<E> {
     events: VecDeque<E>,
@@ -71,6 +80,10 @@ struct State<E> {
     /// Batches handed out whose connections may not all be claimed yet.
     outstanding: Vec<Arc<Batch<E>>>,
     closed: bool,
+    /// Workers blocked in `next_batch`: a notify with none waiting would be a wasted syscall.
+    waiting: usize,
+    /// Since when a ready connection waits for a deferred wake-up.
+    unwoken_since: Option<Instant>,
 }
 
 pub struct Dispatcher<E> {
@@ -80,6 +93,8 @@ pub struct Dispatcher<E> {
     state: Mutex<State<E>>,
     ready: Condvar,
     limit: usize,
+    defer_wakeups: bool,
+    wake_pending: std::sync::atomic::AtomicBool,
 }
 
 /// Returned by `push`: whether the producer may continue or should wait for a drain.
@@ -93,15 +108,40 @@ pub enum Pushed {
 
 impl<E> Dispatcher<E> {
     pub fn new(limit: usize) -> Self {
+        Self::with_deferred_wakeups(limit, false)
+    }
+
+    pub fn with_deferred_wakeups(limit: usize, defer_wakeups: bool) -> Self {
         Self {
             state: Mutex::new(State {
                 mailboxes: HashMap::new(),
                 ready: VecDeque::new(),
                 outstanding: Vec::new(),
                 closed: false,
+                waiting: 0,
+                unwoken_since: None,
             }),
             ready: Condvar::new(),
             limit,
+            defer_wakeups,
+            wake_pending: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes a worker for the connections that became ready since the last wake-up. Called by
+    /// the I/O thread when it parks; cheap when there is nothing to do.
+    pub fn wake_deferred(&self) {
+        use std::sync::atomic::Ordering;
+        if self.wake_pending.load(Ordering::Relaxed)
+            && self.wake_pending.swap(false, Ordering::AcqRel)
+        {
+            let mut st = self.state.lock().unwrap();
+            st.unwoken_since = None;
+            let waiting = st.waiting > 0;
+            drop(st);
+            if waiting {
+                self.ready.notify_one();
+            }
         }
     }
 
@@ -128,8 +168,23 @@ impl<E> Dispatcher<E> {
         // A mailbox that existed is already scheduled (queued or held by a worker).
         if is_new {
             st.ready.push_back(id);
-            drop(st);
-            self.ready.notify_one();
+            if st.waiting == 0 {
+                // Every worker is busy: they take it when they come back.
+            } else if !self.defer_wakeups {
+                drop(st);
+                self.ready.notify_one();
+            } else {
+                let now = Instant::now();
+                let since = *st.unwoken_since.get_or_insert(now);
+                if st.ready.len() >= WAKE_AFTER_READY || now - since >= WAKE_AFTER {
+                    st.unwoken_since = None;
+                    drop(st);
+                    self.ready.notify_one();
+                } else {
+                    self.wake_pending
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
         }
         result
     }
@@ -146,6 +201,12 @@ impl<E> Dispatcher<E> {
             if !st.ready.is_empty() {
                 let batch = Batch::new(Self::take_ready(&mut st));
                 st.outstanding.push(batch.clone());
+                // More than one batch's worth is ready: pass the word to another worker.
+                let more = !st.ready.is_empty() && st.waiting > 0;
+                drop(st);
+                if more {
+                    self.ready.notify_one();
+                }
                 return Some(batch);
             }
             let now = Instant::now();
@@ -169,16 +230,18 @@ impl<E> Dispatcher<E> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if give_up.is_some_and(|g| Instant::now() >= g) {
+                return None;
+            }
+            st.waiting += 1;
             st = match wake_at {
                 None => self.ready.wait(st).unwrap(),
                 Some(at) => {
-                    if give_up.is_some_and(|g| Instant::now() >= g) {
-                        return None;
-                    }
                     let wait = at.saturating_duration_since(Instant::now());
                     self.ready.wait_timeout(st, wait).unwrap().0
                 }
             };
+            st.waiting -= 1;
         }
     }
 
@@ -214,8 +277,11 @@ impl<E> Dispatcher<E> {
         };
         if more {
             st.ready.push_back(id);
+            let waiting = st.waiting > 0;
             drop(st);
-            self.ready.notify_one();
+            if waiting {
+                self.ready.notify_one();
+            }
         } else if st.closed && st.mailboxes.is_empty() {
             // The last held connection is done: let every waiting worker see the end.
             drop(st);
@@ -328,6 +394,28 @@ mod tests {
         assert_eq!(stolen.claim(), Some((2, vec!["waiting"])));
         // When the slow hook returns, its worker finds nothing left to claim.
         assert_eq!(stuck.claim(), None);
+    }
+
+    #[test]
+    fn deferred_wakeups_wait_for_the_park_or_a_backlog() {
+        let d = Arc::new(Dispatcher::with_deferred_wakeups(100, true));
+        let worker = {
+            let d = d.clone();
+            thread::spawn(move || {
+                d.next_batch(Some(Duration::from_secs(5)))
+                    .map(|b| b.claim())
+            })
+        };
+        while d.state.lock().unwrap().waiting == 0 {
+            thread::yield_now();
+        }
+        d.push(1, "a");
+        // Not woken yet: the worker is still waiting...
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(d.state.lock().unwrap().waiting, 1);
+        // ...until the I/O thread parks.
+        d.wake_deferred();
+        assert_eq!(worker.join().unwrap(), Some(Some((1, vec!["a"]))));
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::ConnId;
 
 pub struct Hub {
     pub config: Config,
-    /// Events for the application's worker threads.
+    /// Events for the application's worker threads. Its wake-ups are deferred to the moment
+    /// an I/O thread parks (see `Server::start`).
     pub events: Dispatcher<Event>,
     // The maps below use std locks, not tokio's: they are taken from tokio tasks and Python
     // threads alike, never across an .await, and each critical section only moves pointers.
@@ -37,7 +38,7 @@ impl Hub {
         let limit = config.mailbox_limit;
         Self {
             config,
-            events: Dispatcher::new(limit),
+            events: Dispatcher::with_deferred_wakeups(limit, true),
             conns: Mutex::new(HashMap::new()),
             rooms: Mutex::new(Rooms::new()),
             decisions: Mutex::new(HashMap::new()),

@@ -78,11 +78,17 @@ pub struct Server {
 impl Server {
     pub fn start(config: Config, addr: &str) -> Result<Server, Error> {
         config.validate().map_err(Error::Config)?;
+        let io_threads = config.io_threads;
+        let heartbeat_interval = config.heartbeat_interval;
+        let hub = Arc::new(Hub::new(config));
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.thread_name("roomcast-io").enable_all();
-        if config.io_threads > 0 {
-            builder.worker_threads(config.io_threads);
+        if io_threads > 0 {
+            builder.worker_threads(io_threads);
         }
+        // An I/O thread out of work wakes the hook workers once for everything it read.
+        let park_hub = hub.clone();
+        builder.on_thread_park(move || park_hub.events.wake_deferred());
         let runtime = builder.build().map_err(Error::Runtime)?;
         let listener = runtime
             .block_on(TcpListener::bind(addr))
@@ -91,8 +97,6 @@ impl Server {
                 source,
             })?;
         let local_addr = listener.local_addr().map_err(Error::Runtime)?;
-        let heartbeat_interval = config.heartbeat_interval;
-        let hub = Arc::new(Hub::new(config));
         let (shutdown, signal) = watch::channel(None);
         if let Some(interval) = heartbeat_interval {
             let sweep_hub = hub.clone();
