@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
 
 use crate::config::Config;
 use crate::connection::ConnHandle;
@@ -31,6 +33,21 @@ pub struct Hub {
     /// Read on every frame, written when a hook is registered: an RwLock keeps readers parallel.
     routes: RwLock<Arc<Routes>>,
     next_id: AtomicU64,
+    /// Sends made by hook workers during a batch, applied by the I/O runtime in one go: waking
+    /// an I/O thread per send would cost a context switch per message.
+    deferred: Mutex<Vec<Deferred>>,
+    /// The stash became non-empty: the flusher arms its `DEFER_AT_MOST` timer.
+    deferred_started: Notify,
+    /// A batch ended: flush now.
+    deferred_flush: Notify,
+}
+
+/// The longest a deferred send waits (a hook that sends, then blocks, still gets it out).
+pub const DEFER_AT_MOST: Duration = Duration::from_millis(1);
+
+enum Deferred {
+    Send(Arc<ConnHandle>, Outgoing),
+    Fanout(Vec<Arc<ConnHandle>>, Outgoing),
 }
 
 impl Hub {
@@ -44,6 +61,9 @@ impl Hub {
             decisions: Mutex::new(HashMap::new()),
             routes: RwLock::new(Arc::new(Routes::default())),
             next_id: AtomicU64::new(1),
+            deferred: Mutex::new(Vec::new()),
+            deferred_started: Notify::new(),
+            deferred_flush: Notify::new(),
         }
     }
 
@@ -179,6 +199,84 @@ impl Hub {
     /// Every registered connection, for sweeps and shutdown (used after the lock is released).
     pub fn snapshot(&self) -> Vec<Arc<ConnHandle>> {
         self.conns.lock().unwrap().values().cloned().collect()
+    }
+}
+
+impl Hub {
+    fn defer(&self, item: Deferred) {
+        let mut stash = self.deferred.lock().unwrap();
+        stash.push(item);
+        if stash.len() == 1 {
+            drop(stash);
+            self.deferred_started.notify_one();
+        }
+    }
+
+    /// Like `send`, applied by the I/O runtime at the end of the caller's batch (or after
+    /// `DEFER_AT_MOST`). For hook workers; the order of one thread's sends is kept.
+    pub fn send_deferred(&self, id: ConnId, out: Outgoing) -> Result<(), Error> {
+        let handle = self.get(id)?;
+        if !handle.is_open() {
+            return Err(Error::NotOpen(id));
+        }
+        self.defer(Deferred::Send(handle, out));
+        Ok(())
+    }
+
+    /// Like `broadcast_room` (or `broadcast_all` without a room), deferred as `send_deferred`.
+    /// Members are taken now; returns how many the frame is addressed to.
+    pub fn broadcast_deferred(
+        &self,
+        room: Option<&str>,
+        out: Outgoing,
+        exclude: &[ConnId],
+    ) -> usize {
+        let members: Vec<_> = match room {
+            Some(room) => self.rooms.lock().unwrap().members_except(room, exclude),
+            None => self
+                .snapshot()
+                .into_iter()
+                .filter(|h| !exclude.contains(&h.id))
+                .collect(),
+        };
+        let n = members.len();
+        if n > 0 {
+            self.defer(Deferred::Fanout(members, out));
+        }
+        n
+    }
+
+    /// Ends the caller's batch: the flusher applies the stash now.
+    pub fn flush_deferred(&self) {
+        self.deferred_flush.notify_one();
+    }
+
+    /// Applies the stash on the calling thread.
+    pub fn apply_deferred(&self) {
+        let stash = std::mem::take(&mut *self.deferred.lock().unwrap());
+        for item in stash {
+            match item {
+                Deferred::Send(handle, out) => {
+                    handle.send(out);
+                }
+                Deferred::Fanout(members, out) => {
+                    fan_out(&members, out);
+                }
+            }
+        }
+    }
+
+    /// The flusher task: applies deferred sends when a batch ends, or `DEFER_AT_MOST` after
+    /// the first one.
+    pub async fn run_deferred(self: Arc<Self>) {
+        loop {
+            self.deferred_started.notified().await;
+            tokio::select! {
+                _ = tokio::time::sleep(DEFER_AT_MOST) => {}
+                _ = self.deferred_flush.notified() => {}
+            }
+            self.apply_deferred();
+        }
     }
 }
 

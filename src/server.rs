@@ -49,6 +49,8 @@ pub async fn run(listener: TcpListener, hub: Arc<Hub>, mut shutdown: ShutdownSig
         "shutting down: closing {open} connection(s) with 1001, waiting up to {:.1} s",
         timeout.as_secs_f64()
     );
+    // Sends the hooks made before the shutdown go out ahead of the 1001.
+    hub.apply_deferred();
     hub.close_all(1001, "server shutting down");
     let drained = tokio::time::timeout(timeout, async {
         while tasks.join_next().await.is_some() {}
@@ -109,6 +111,7 @@ impl Server {
                 },
             ));
         }
+        runtime.spawn(hub.clone().run_deferred());
         let accept = runtime.spawn(run(listener, hub.clone(), signal));
         log::info!("listening on {local_addr}");
         Ok(Server {
@@ -211,6 +214,22 @@ mod tests {
         );
         let got = client_rt.block_on(ws.next()).unwrap().unwrap();
         assert_eq!(got, Message::text("to the room"));
+
+        // Deferred sends (what hook workers use) go out when the batch is flushed.
+        hub.send_deferred(id, Outgoing::Text(Text::from("deferred")))
+            .unwrap();
+        assert_eq!(
+            hub.broadcast_deferred(Some("r"), Outgoing::Text(Text::from("room, deferred")), &[]),
+            1
+        );
+        hub.flush_deferred();
+        let got: Vec<_> = (0..2)
+            .map(|_| client_rt.block_on(ws.next()).unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            vec![Message::text("deferred"), Message::text("room, deferred")]
+        );
 
         server.shutdown(Duration::from_secs(2));
         let close = client_rt.block_on(ws.next()).unwrap().unwrap();

@@ -1,6 +1,7 @@
 //! `Core`: one running server as Python sees it. Every method is a short call into the hub;
 //! the only ones that wait (`next_batch`, `stop`) release the GIL while they do.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::config::{Config, OverflowPolicy, Relay};
 use crate::dispatch;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::{Outgoing, Text};
+use crate::hub::Hub;
 use crate::server::Server;
 use crate::ConnId;
 
@@ -25,16 +27,34 @@ const BINARY: u8 = 3;
 const ROUTED: u8 = 4;
 const CLOSE: u8 = 5;
 
+thread_local! {
+    /// The hub whose batch this (worker) thread is running, as an address; 0 for none. Sends
+    /// to that hub from this thread are deferred until the batch ends.
+    static IN_BATCH: Cell<usize> = const { Cell::new(0) };
+}
+
+fn hub_key(hub: &Arc<Hub>) -> usize {
+    Arc::as_ptr(hub) as usize
+}
+
+fn in_batch_of(hub: &Arc<Hub>) -> bool {
+    IN_BATCH.with(|b| b.get() == hub_key(hub))
+}
+
 /// Several connections' events for one worker; `claim()` them one connection at a time.
 #[pyclass(frozen, module = "roomcast._roomcast")]
-pub struct Batch(Arc<dispatch::Batch<Event>>);
+pub struct Batch {
+    batch: Arc<dispatch::Batch<Event>>,
+    hub: Arc<Hub>,
+}
 
 #[pymethods]
 impl Batch {
     /// The next connection's `(id, events)`, or `None` when the batch is done (or another
     /// worker took the rest because this one was stuck in a hook).
     fn claim<'py>(&self, py: Python<'py>) -> PyResult<Option<(ConnId, Vec<Bound<'py, PyAny>>)>> {
-        let Some((id, events)) = self.0.claim() else {
+        IN_BATCH.with(|b| b.set(hub_key(&self.hub)));
+        let Some((id, events)) = self.batch.claim() else {
             return Ok(None);
         };
         let events = events
@@ -248,8 +268,17 @@ impl Core {
     #[pyo3(signature = (timeout=None))]
     fn next_batch(&self, py: Python<'_>, timeout: Option<f64>) -> Option<Batch> {
         let hub = self.server.hub();
+        if in_batch_of(hub) {
+            // The previous batch is over: what its hooks sent goes out now, in one pass.
+            IN_BATCH.with(|b| b.set(0));
+            hub.flush_deferred();
+        }
         let wait = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
-        py.detach(|| hub.events.next_batch(wait)).map(Batch)
+        let batch = py.detach(|| hub.events.next_batch(wait))?;
+        Some(Batch {
+            batch,
+            hub: hub.clone(),
+        })
     }
 
     fn finish(&self, id: ConnId) {
@@ -277,12 +306,23 @@ impl Core {
     }
 
     fn send(&self, id: ConnId, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        Ok(self.server.hub().send(id, outgoing(data)?)?)
+        let hub = self.server.hub();
+        let out = outgoing(data)?;
+        if in_batch_of(hub) {
+            Ok(hub.send_deferred(id, out)?)
+        } else {
+            Ok(hub.send(id, out)?)
+        }
     }
 
     fn close(&self, id: ConnId, code: u16, reason: &str) -> PyResult<()> {
         let code = valid_close_code(code)?;
-        self.server.hub().close(id, code, reason.to_owned());
+        let hub = self.server.hub();
+        if in_batch_of(hub) {
+            // What this batch sent before the close goes first.
+            hub.apply_deferred();
+        }
+        hub.close(id, code, reason.to_owned());
         Ok(())
     }
 
@@ -325,6 +365,9 @@ impl Core {
     ) -> PyResult<usize> {
         let out = outgoing(data)?;
         let hub = self.server.hub();
+        if in_batch_of(hub) {
+            return Ok(hub.broadcast_deferred(room, out, &exclude));
+        }
         Ok(match room {
             Some(room) => hub.broadcast_room(room, out, &exclude),
             None => hub.broadcast_all(out, &exclude),
