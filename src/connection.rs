@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::config::{OverflowPolicy, Relay};
@@ -19,6 +19,7 @@ use crate::frames::{self, FrameReader, FrameWriter, Incoming, Outgoing, ReadErro
 use crate::handshake::{self, Reply};
 use crate::heartbeat::Beat;
 use crate::hub::Hub;
+use crate::signal::Signal;
 use crate::ConnId;
 
 /// Frames written before one flush: enough to batch, few enough to keep latency flat.
@@ -54,9 +55,9 @@ pub struct ConnHandle {
     // std Mutex: set once per connection, read by the reader and writer, never across .await.
     close_request: Mutex<Option<CloseRequest>>,
     /// Tells the writer to send the Close frame now, ahead of the queue.
-    urgent: Notify,
+    urgent: Signal,
     /// Tells the reader a close started, so it stops waiting for the client after a deadline.
-    closing: Notify,
+    closing: Signal,
 }
 
 impl ConnHandle {
@@ -81,8 +82,8 @@ impl ConnHandle {
             open: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
             close_request: Mutex::new(None),
-            urgent: Notify::new(),
-            closing: Notify::new(),
+            urgent: Signal::default(),
+            closing: Signal::default(),
         });
         (handle, rx)
     }
@@ -156,7 +157,7 @@ impl ConnHandle {
         if self.tx.try_send(close).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             // Queue full: the Close jumps it rather than wait behind a slow reader.
-            self.urgent.notify_one();
+            self.urgent.raise();
         }
     }
 
@@ -176,9 +177,9 @@ impl ConnHandle {
         }
         self.open.store(false, Ordering::Release);
         if urgent {
-            self.urgent.notify_one();
+            self.urgent.raise();
         }
-        self.closing.notify_one();
+        self.closing.raise();
         true
     }
 
@@ -436,7 +437,7 @@ async fn read_loop(
         let wake = deadline.unwrap_or_else(|| Instant::now() + far);
         let next = tokio::select! {
             next = reader.next() => next,
-            _ = handle.closing.notified(), if deadline.is_none() => {
+            _ = handle.closing.raised(), if deadline.is_none() => {
                 let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
                 deadline = Some(Instant::now() + wait);
                 continue;
@@ -493,7 +494,7 @@ async fn read_loop(
             handle.paused.store(true, Ordering::Relaxed);
             tokio::select! {
                 _ = drained.notified() => {}
-                _ = handle.closing.notified(), if deadline.is_none() => {
+                _ = handle.closing.raised(), if deadline.is_none() => {
                     let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
                     deadline = Some(Instant::now() + wait);
                 }
@@ -539,7 +540,7 @@ async fn write_loop(
     loop {
         let first = tokio::select! {
             biased;
-            _ = handle.urgent.notified() => {
+            _ = handle.urgent.raised() => {
                 if let Some(req) = handle.close_request() {
                     let close = async {
                         writer.feed(Outgoing::Close(req.code, req.reason)).await?;
