@@ -16,7 +16,7 @@ use crate::dispatch::{Dispatcher, Pushed};
 use crate::error::Error;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::Outgoing;
-use crate::rooms::Rooms;
+use crate::rooms::{Rooms, Snapshot};
 use crate::ConnId;
 
 pub struct Hub {
@@ -47,7 +47,8 @@ pub const DEFER_AT_MOST: Duration = Duration::from_millis(1);
 
 enum Deferred {
     Send(Arc<ConnHandle>, Outgoing),
-    Fanout(Vec<Arc<ConnHandle>>, Outgoing),
+    Room(Snapshot<Arc<ConnHandle>>, Vec<ConnId>, Outgoing),
+    All(Vec<Arc<ConnHandle>>, Outgoing),
 }
 
 impl Hub {
@@ -182,8 +183,10 @@ impl Hub {
     /// Sends one frame to every member of `room` but the excluded; returns how many were
     /// queued. The payload is shared, not copied, per member.
     pub fn broadcast_room(&self, room: &str, out: Outgoing, exclude: &[ConnId]) -> usize {
-        let members = self.rooms.lock().unwrap().members_except(room, exclude);
-        fan_out(&members, out)
+        match self.rooms.lock().unwrap().snapshot(room) {
+            Some(members) => send_to_room(&members, exclude, out),
+            None => 0,
+        }
     }
 
     /// Sends one frame to every open connection but the excluded.
@@ -231,18 +234,24 @@ impl Hub {
         out: Outgoing,
         exclude: &[ConnId],
     ) -> usize {
-        let members: Vec<_> = match room {
-            Some(room) => self.rooms.lock().unwrap().members_except(room, exclude),
-            None => self
+        let Some(room) = room else {
+            let members: Vec<_> = self
                 .snapshot()
                 .into_iter()
                 .filter(|h| !exclude.contains(&h.id))
-                .collect(),
+                .collect();
+            let n = members.len();
+            self.defer(Deferred::All(members, out));
+            return n;
         };
-        let n = members.len();
-        if n > 0 {
-            self.defer(Deferred::Fanout(members, out));
-        }
+        let Some(members) = self.rooms.lock().unwrap().snapshot(room) else {
+            return 0;
+        };
+        let n = members
+            .iter()
+            .filter(|(id, _)| !exclude.contains(id))
+            .count();
+        self.defer(Deferred::Room(members, exclude.to_vec(), out));
         n
     }
 
@@ -259,7 +268,10 @@ impl Hub {
                 Deferred::Send(handle, out) => {
                     handle.send(out);
                 }
-                Deferred::Fanout(members, out) => {
+                Deferred::Room(members, exclude, out) => {
+                    send_to_room(&members, &exclude, out);
+                }
+                Deferred::All(members, out) => {
                     fan_out(&members, out);
                 }
             }
@@ -278,6 +290,13 @@ impl Hub {
             self.apply_deferred();
         }
     }
+}
+
+fn send_to_room(members: &Snapshot<Arc<ConnHandle>>, exclude: &[ConnId], out: Outgoing) -> usize {
+    members
+        .iter()
+        .filter(|(id, h)| !exclude.contains(id) && h.send(out.clone()))
+        .count()
 }
 
 fn fan_out(members: &[Arc<ConnHandle>], out: Outgoing) -> usize {

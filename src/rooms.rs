@@ -9,8 +9,27 @@ use crate::ConnId;
 /// Rooms whose members carry a value `M` (the hub stores each member's send handle, so a
 /// broadcast needs no second lookup).
 pub struct Rooms<M> {
-    by_room: HashMap<Arc<str>, HashMap<ConnId, M>>,
+    by_room: HashMap<Arc<str>, Room<M>>,
     by_conn: HashMap<ConnId, HashSet<Arc<str>>>,
+}
+
+/// A shared, read-only copy of a room's members, for broadcasting outside the lock.
+pub type Snapshot<M> = Arc<[(ConnId, M)]>;
+
+struct Room<M> {
+    members: HashMap<ConnId, M>,
+    /// Built on the first broadcast after a change and shared by the broadcasts that follow,
+    /// so a broadcast to N members copies one pointer under the lock, not N.
+    snapshot: Option<Snapshot<M>>,
+}
+
+impl<M> Default for Room<M> {
+    fn default() -> Self {
+        Self {
+            members: HashMap::new(),
+            snapshot: None,
+        }
+    }
 }
 
 impl<M: Clone> Default for Rooms<M> {
@@ -33,23 +52,23 @@ impl<M: Clone> Rooms<M> {
             Some((k, _)) => k.clone(),
             None => Arc::from(room),
         };
-        let added = self
-            .by_room
-            .entry(key.clone())
-            .or_default()
-            .insert(id, member)
-            .is_none();
+        let room = self.by_room.entry(key.clone()).or_default();
+        let added = room.members.insert(id, member).is_none();
+        if added {
+            room.snapshot = None;
+        }
         self.by_conn.entry(id).or_default().insert(key);
         added
     }
 
     /// Returns false if the connection was not a member. Empty rooms are removed.
     pub fn leave(&mut self, room: &str, id: ConnId) -> bool {
-        let Some(members) = self.by_room.get_mut(room) else {
+        let Some(entry) = self.by_room.get_mut(room) else {
             return false;
         };
-        let removed = members.remove(&id).is_some();
-        if members.is_empty() {
+        let removed = entry.members.remove(&id).is_some();
+        entry.snapshot = None;
+        if entry.members.is_empty() {
             self.by_room.remove(room);
         }
         if let Some(rooms) = self.by_conn.get_mut(&id) {
@@ -65,9 +84,10 @@ impl<M: Clone> Rooms<M> {
     pub fn leave_all(&mut self, id: ConnId) -> Vec<Arc<str>> {
         let rooms: Vec<Arc<str>> = self.by_conn.remove(&id).into_iter().flatten().collect();
         for room in &rooms {
-            if let Some(members) = self.by_room.get_mut(room) {
-                members.remove(&id);
-                if members.is_empty() {
+            if let Some(entry) = self.by_room.get_mut(room) {
+                entry.members.remove(&id);
+                entry.snapshot = None;
+                if entry.members.is_empty() {
                     self.by_room.remove(room);
                 }
             }
@@ -76,24 +96,36 @@ impl<M: Clone> Rooms<M> {
     }
 
     pub fn count(&self, room: &str) -> usize {
-        self.by_room.get(room).map_or(0, HashMap::len)
+        self.by_room.get(room).map_or(0, |r| r.members.len())
     }
 
     pub fn member_ids(&self, room: &str) -> Vec<ConnId> {
         self.by_room
             .get(room)
-            .map(|m| m.keys().copied().collect())
+            .map(|r| r.members.keys().copied().collect())
             .unwrap_or_default()
     }
 
-    /// The members' values except those excluded, for sending after the lock is released.
-    pub fn members_except(&self, room: &str, exclude: &[ConnId]) -> Vec<M> {
-        self.by_room
-            .get(room)
-            .map(|m| {
-                m.iter()
+    /// The members, for sending after the lock is released (filter exclusions then).
+    pub fn snapshot(&mut self, room: &str) -> Option<Snapshot<M>> {
+        let entry = self.by_room.get_mut(room)?;
+        let snapshot = entry.snapshot.get_or_insert_with(|| {
+            entry
+                .members
+                .iter()
+                .map(|(id, m)| (*id, m.clone()))
+                .collect()
+        });
+        Some(snapshot.clone())
+    }
+
+    /// The members' values except those excluded.
+    pub fn members_except(&mut self, room: &str, exclude: &[ConnId]) -> Vec<M> {
+        self.snapshot(room)
+            .map(|s| {
+                s.iter()
                     .filter(|(id, _)| !exclude.contains(id))
-                    .map(|(_, v)| v.clone())
+                    .map(|(_, m)| m.clone())
                     .collect()
             })
             .unwrap_or_default()
@@ -156,6 +188,25 @@ mod tests {
         assert_eq!(rooms.names(), vec!["b"]);
         assert_eq!(rooms.count("b"), 1);
         assert!(rooms.leave_all(1).is_empty());
+    }
+
+    #[test]
+    fn snapshots_are_shared_until_membership_changes() {
+        let mut rooms = Rooms::new();
+        rooms.join("r", 1, 10);
+        let first = rooms.snapshot("r").unwrap();
+        assert!(Arc::ptr_eq(&first, &rooms.snapshot("r").unwrap()));
+        rooms.join("r", 2, 20);
+        let second = rooms.snapshot("r").unwrap();
+        assert_eq!(
+            sorted(second.iter().map(|(_, m)| *m).collect()),
+            vec![10, 20]
+        );
+        rooms.leave_all(1);
+        assert_eq!(rooms.snapshot("r").unwrap().len(), 1);
+        // The old snapshot is untouched by later changes.
+        assert_eq!(first.len(), 1);
+        assert!(rooms.snapshot("gone").is_none());
     }
 
     #[test]
