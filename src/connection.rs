@@ -432,17 +432,21 @@ async fn read_loop(
     };
     let mut peer_close: Option<(u16, String)> = None;
     let mut deadline: Option<Instant> = None;
-    let far = Duration::from_secs(86_400 * 365);
     loop {
-        let wake = deadline.unwrap_or_else(|| Instant::now() + far);
-        let next = tokio::select! {
-            next = reader.next() => next,
-            _ = handle.closing.raised(), if deadline.is_none() => {
-                let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
-                deadline = Some(Instant::now() + wait);
-                continue;
-            }
-            _ = tokio::time::sleep_until(wake), if deadline.is_some() => break,
+        // Two shapes, so the per-frame path builds no timer and reads no clock.
+        let next = match deadline {
+            None => tokio::select! {
+                next = reader.next() => next,
+                _ = handle.closing.raised() => {
+                    let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
+                    deadline = Some(Instant::now() + wait);
+                    continue;
+                }
+            },
+            Some(at) => tokio::select! {
+                next = reader.next() => next,
+                _ = tokio::time::sleep_until(at) => break,
+            },
         };
         let incoming = match next {
             None => break,
@@ -557,13 +561,13 @@ async fn write_loop(
         };
         let mut next = Some(first);
         let mut written = 0;
+        let mut bytes = 0;
         while let Some(item) = next.take() {
-            let len = item.len();
+            bytes += item.len();
             let is_close = matches!(item, Outgoing::Close(..));
             if writer.feed(item).await.is_err() {
                 return;
             }
-            handle.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             if is_close {
                 let _ = writer.flush().await;
                 return;
@@ -576,5 +580,7 @@ async fn write_loop(
         if writer.flush().await.is_err() {
             return;
         }
+        // Written to the socket now: once per batch, not per frame.
+        handle.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
