@@ -389,13 +389,17 @@ async fn read_head(
     mut shutdown: watch::Receiver<Option<Duration>>,
 ) -> Result<Option<(handshake::Request, Vec<u8>)>, Reply> {
     let deadline = Instant::now() + limit;
+    // Read straight into the heap buffer: a stack array here would live in every
+    // connection's task for its whole life.
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
     loop {
-        let n = tokio::select! {
-            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
-                Ok(Ok(n)) => n,
+                Ok(Ok(_)) => {}
                 Err(_) => {
                     return Err(Reply::new(408, format!(
                         "the request head did not arrive within {:.1} s\n", limit.as_secs_f64()
@@ -405,8 +409,7 @@ async fn read_head(
             _ = shutdown.changed() => {
                 return Err(Reply::new(503, "the server is shutting down\n"));
             }
-        };
-        buf.extend_from_slice(&chunk[..n]);
+        }
         if let Some((request, head_len)) = handshake::parse_head(&buf, max)? {
             return Ok(Some((request, buf.split_off(head_len))));
         }
