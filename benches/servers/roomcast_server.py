@@ -15,6 +15,7 @@ import roomcast
 port = int(sys.argv[1])
 relay = "--relay" in sys.argv[2:]
 app = roomcast.Server(
+    heartbeat_interval=float(os.environ.get("ROOMCAST_HEARTBEAT", "30")),
     io_threads=int(os.environ.get("ROOMCAST_IO_THREADS", "1")),
     workers=int(os.environ.get("ROOMCAST_WORKERS", "2")),
 )
