@@ -89,7 +89,8 @@ class Connection:
         Returns at once. When the client reads too slowly and its queue (``queue_size``
         frames) is full, the server's ``overflow`` policy applies: ``"close"`` (default)
         closes it with 1013, ``"drop"`` drops the message. Raises ``ConnectionClosed`` if
-        the connection has closed.
+        the connection has closed. From a hook, messages leave in order when the hook's
+        batch is done (at most about a millisecond later); see ``Room.broadcast``.
         """
         self._core.send(self.id, encode(message))
 
