@@ -3,10 +3,10 @@ async ones.
 
 Each worker waits in Rust (GIL released) for connections with events and gets the waiting
 events of many of them at once; it claims them one connection at a time, and when it stays
-in one hook for long, an idle worker takes the rest of its batch. One connection's events are handled in order, one at a time;
-different connections in parallel. When a hook returns a coroutine, the connection is held
-until it completes on the loop, and then handed back to the pool, so an async hook keeps the
-order too without tying up a worker while it awaits.
+in one hook for long, an idle worker takes the rest of its batch. One connection's events
+are handled in order, one at a time; different connections in parallel. When a hook returns
+a coroutine, the connection is held until it completes on the loop, and then handed back to
+the pool, so an async hook keeps the order too without tying up a worker while it awaits.
 """
 
 from __future__ import annotations
