@@ -13,6 +13,7 @@ pub mod heartbeat;
 pub mod hub;
 pub mod rooms;
 pub mod server;
+pub mod session;
 pub mod signal;
 
 #[cfg(feature = "python")]

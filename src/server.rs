@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
-use crate::connection;
 use crate::error::Error;
 use crate::heartbeat;
 use crate::hub::Hub;
+use crate::session;
 
 /// `None` while running; `Some(timeout)` once shutdown began, with the time allowed to drain.
 pub type ShutdownSignal = watch::Receiver<Option<Duration>>;
@@ -31,7 +31,7 @@ pub async fn run(listener: TcpListener, hub: Arc<Hub>, mut shutdown: ShutdownSig
                 Ok((stream, peer)) => {
                     // Small frames must not wait for Nagle; the writer already batches.
                     let _ = stream.set_nodelay(true);
-                    tasks.spawn(connection::serve(hub.clone(), stream, peer, shutdown.clone()));
+                    tasks.spawn(session::serve(hub.clone(), stream, peer, shutdown.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

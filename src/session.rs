@@ -1,0 +1,392 @@
+//! The tasks that run one connection from its first byte to its last: the HTTP handshake, then
+//! one reader and one writer joined by the connection's bounded queue.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::config::Relay;
+use crate::connection::ConnHandle;
+use crate::dispatch::Pushed;
+use crate::envelope;
+use crate::events::{ConnInfo, Decision, Event};
+use crate::frames::{self, FrameReader, FrameWriter, Incoming, Outgoing, ReadError, Text};
+use crate::handshake::{self, Reply};
+use crate::hub::Hub;
+use crate::ConnId;
+
+/// Frames written before one flush: enough to batch, few enough to keep latency flat.
+const MAX_WRITE_BATCH: usize = 64;
+
+/// Unregisters the connection and sends its last event however the task ends, even when it
+/// is aborted at shutdown.
+struct Lifecycle {
+    hub: Arc<Hub>,
+    id: ConnId,
+    announced: bool,
+    outcome: Option<(u16, String)>,
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id);
+        if self.announced {
+            let (code, reason) = self
+                .outcome
+                .take()
+                .unwrap_or((1001, "server stopped before the connection closed".into()));
+            self.hub
+                .push_event(self.id, Event::Disconnect { code, reason });
+        }
+    }
+}
+
+/// Runs one accepted TCP connection from its first byte to its last.
+pub async fn serve(
+    hub: Arc<Hub>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<Option<Duration>>,
+) {
+    let cfg = &hub.config;
+    let (request, leftover) = match read_head(
+        &mut stream,
+        cfg.max_header_bytes,
+        cfg.handshake_timeout,
+        shutdown.clone(),
+    )
+    .await
+    {
+        Ok(Some(x)) => x,
+        Ok(None) => return,
+        Err(reply) => {
+            log::info!(
+                "{peer}: refused handshake with {}: {}",
+                reply.status,
+                reply.body.trim_end()
+            );
+            return write_reply(&mut stream, &reply).await;
+        }
+    };
+    if !request.wants_websocket() {
+        log::debug!(
+            "{peer}: plain HTTP {} {} answered with 426",
+            request.method,
+            request.path
+        );
+        return write_reply(&mut stream, &handshake::plain_http_reply(&request)).await;
+    }
+    if !cfg.serves_path(&request.path) {
+        log::info!("{peer}: no WebSocket endpoint at {}; 404", request.path);
+        let reply = Reply::new(404, format!("no WebSocket endpoint at {}\n", request.path));
+        return write_reply(&mut stream, &reply).await;
+    }
+    let key = match handshake::validate_upgrade(&request) {
+        Ok(key) => key,
+        Err(reply) => {
+            log::info!(
+                "{peer}: bad upgrade request, {}: {}",
+                reply.status,
+                reply.body.trim_end()
+            );
+            return write_reply(&mut stream, &reply).await;
+        }
+    };
+    let subprotocols = request.subprotocols();
+    let subprotocol = handshake::choose_subprotocol(&subprotocols, &cfg.subprotocols);
+    let info = Arc::new(ConnInfo {
+        path: request.path,
+        query: request.query,
+        headers: request.headers,
+        remote_addr: peer,
+        subprotocols,
+        subprotocol: subprotocol.clone(),
+    });
+
+    let relay = cfg.relay_for(&info.path).cloned();
+    let id = hub.next_id();
+    let (handle, rx) = ConnHandle::new(id, info.clone(), &hub);
+    // Registered before the decision, so `on_connect` can already send and join rooms; the
+    // frames wait in the queue until the handshake completes.
+    hub.register(handle.clone());
+    let mut life = Lifecycle {
+        hub: hub.clone(),
+        id,
+        announced: false,
+        outcome: None,
+    };
+
+    let routes = hub.routes();
+    if routes.connect {
+        let (tx, decision) = oneshot::channel();
+        hub.await_decision(id, tx);
+        hub.push_event(id, Event::Connect(info));
+        match tokio::time::timeout(cfg.handshake_timeout, decision).await {
+            Ok(Ok(Decision::Accept)) => {}
+            Ok(Ok(Decision::Reject { status, body })) => {
+                log::info!("connection {id} ({peer}): on_connect refused it with {status}");
+                return write_reply(&mut stream, &Reply::new(status, body)).await;
+            }
+            Ok(Err(_)) | Err(_) => {
+                hub.forget_decision(id);
+                log::warn!(
+                    "connection {id} ({peer}): on_connect did not decide within {:.1} s; 503",
+                    cfg.handshake_timeout.as_secs_f64()
+                );
+                let reply = Reply::new(
+                    503,
+                    "the server did not accept the connection in time; retry\n",
+                );
+                return write_reply(&mut stream, &reply).await;
+            }
+        }
+    } else if routes.any() {
+        hub.push_event(id, Event::Open(info));
+    }
+    life.announced = routes.any();
+    if let Some(relay) = relay.as_ref().filter(|r| r.join) {
+        // Cannot fail: the handle was registered above and only this task unregisters it.
+        let _ = hub.join(id, &relay.room);
+    }
+
+    if stream
+        .write_all(&handshake::accept_reply(&key, subprotocol.as_deref()).to_bytes())
+        .await
+        .is_err()
+    {
+        life.outcome = Some((1006, "connection lost during the handshake".into()));
+        return;
+    }
+    if shutdown.borrow().is_some() {
+        handle.close(1001, "server shutting down".into());
+    }
+    let (reader, writer) = frames::open(stream, leftover, cfg).await;
+    let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx));
+    let outcome = read_loop(&hub, &handle, reader, relay.as_ref()).await;
+    handle.open.store(false, Ordering::Release);
+    // A Close of ours may still be in flight: give the writer a moment to finish it.
+    if handle.close_request().is_some() {
+        let grace = Duration::from_secs(1);
+        if tokio::time::timeout(grace, &mut writer_task).await.is_err() {
+            writer_task.abort();
+        }
+    } else {
+        writer_task.abort();
+    }
+    // Hooks registered while the connection was open want its end too.
+    life.announced |= hub.routes().any();
+    life.outcome = Some(outcome);
+}
+
+/// Reads the HTTP request head. `Ok(None)`: the client left, or the server is stopping.
+async fn read_head(
+    stream: &mut TcpStream,
+    max: usize,
+    limit: Duration,
+    mut shutdown: watch::Receiver<Option<Duration>>,
+) -> Result<Option<(handshake::Request, Vec<u8>)>, Reply> {
+    let deadline = Instant::now() + limit;
+    // Read straight into the heap buffer: a stack array here would live in every
+    // connection's task for its whole life.
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.capacity());
+        }
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    return Err(Reply::new(408, format!(
+                        "the request head did not arrive within {:.1} s\n", limit.as_secs_f64()
+                    )))
+                }
+            },
+            _ = shutdown.changed() => {
+                return Err(Reply::new(503, "the server is shutting down\n"));
+            }
+        }
+        if let Some((request, head_len)) = handshake::parse_head(&buf, max)? {
+            return Ok(Some((request, buf.split_off(head_len))));
+        }
+    }
+}
+
+async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
+    let _ = stream.write_all(&reply.to_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Delivers incoming frames until the connection ends; returns its close code and reason.
+async fn read_loop(
+    hub: &Hub,
+    handle: &Arc<ConnHandle>,
+    mut reader: FrameReader,
+    relay: Option<&Relay>,
+) -> (u16, String) {
+    let id = handle.id;
+    let relay_exclude: &[ConnId] = match relay {
+        Some(r) if !r.echo => std::slice::from_ref(&handle.id),
+        _ => &[],
+    };
+    let mut peer_close: Option<(u16, String)> = None;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        // Two shapes, so the per-frame path builds no timer and reads no clock.
+        let next = match deadline {
+            None => tokio::select! {
+                next = reader.next() => next,
+                _ = handle.closing.raised() => {
+                    let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
+                    deadline = Some(Instant::now() + wait);
+                    continue;
+                }
+            },
+            Some(at) => tokio::select! {
+                next = reader.next() => next,
+                _ = tokio::time::sleep_until(at) => break,
+            },
+        };
+        let incoming = match next {
+            None => break,
+            Some(Ok(incoming)) => incoming,
+            Some(Err(ReadError::Lost)) => break,
+            Some(Err(ReadError::Violation(code, reason))) => {
+                log::info!("connection {id}: {reason}; closing with {code}");
+                handle.terminate(code, reason);
+                break;
+            }
+        };
+        handle.mark_alive();
+        if let Some(relay) = relay {
+            // Relayed in Rust: no event, no Python, the payload shared by every member.
+            match incoming {
+                Incoming::Text(text) => {
+                    hub.broadcast_room(&relay.room, Outgoing::Text(text), relay_exclude)
+                }
+                Incoming::Binary(data) => {
+                    hub.broadcast_room(&relay.room, Outgoing::Binary(data), relay_exclude)
+                }
+                Incoming::Close(code, reason) => {
+                    peer_close.get_or_insert((code, reason));
+                    0
+                }
+                Incoming::Control => 0,
+            };
+            continue;
+        }
+        let pushed = match incoming {
+            Incoming::Control => continue,
+            Incoming::Close(code, reason) => {
+                peer_close.get_or_insert((code, reason));
+                continue;
+            }
+            Incoming::Text(text) => match route_text(hub, handle, text) {
+                Some(event) => hub.push_event(id, event),
+                None => continue,
+            },
+            Incoming::Binary(data) => {
+                if !hub.routes().message {
+                    continue;
+                }
+                hub.push_event(id, Event::Binary(data))
+            }
+        };
+        if let Pushed::Full(drained) = pushed {
+            // Python is behind on this connection: stop reading so TCP pushes back on the client.
+            handle.paused.store(true, Ordering::Relaxed);
+            tokio::select! {
+                _ = drained.notified() => {}
+                _ = handle.closing.raised(), if deadline.is_none() => {
+                    let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
+                    deadline = Some(Instant::now() + wait);
+                }
+            }
+            handle.paused.store(false, Ordering::Relaxed);
+        }
+    }
+    match handle.close_request() {
+        Some(req) => (req.code, req.reason),
+        None => peer_close.unwrap_or((1006, "connection lost without a Close frame".into())),
+    }
+}
+
+/// Decides what a text frame becomes: a routed event, a plain message, a heartbeat answer, or
+/// nothing (no hook wants it).
+fn route_text(hub: &Hub, handle: &ConnHandle, text: Text) -> Option<Event> {
+    let routes = hub.routes();
+    if handle.app_heartbeat && text.as_str() == "ping" {
+        handle.send(Outgoing::Text(Text::from_static("pong")));
+        return None;
+    }
+    let wants_envelope = !routes.events.is_empty() || handle.app_heartbeat;
+    if wants_envelope {
+        if let Some(env) = envelope::peek(text.as_str()) {
+            if routes.events.contains(env.event.as_ref()) {
+                let event = env.event.into_owned();
+                return Some(Event::Routed { event, text });
+            }
+            if handle.app_heartbeat && envelope::is_heartbeat_pong(&env) {
+                return None;
+            }
+        }
+    }
+    routes.message.then_some(Event::Text(text))
+}
+
+/// Writes queued frames: everything ready, then one flush.
+async fn write_loop(
+    handle: Arc<ConnHandle>,
+    mut writer: FrameWriter,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = handle.urgent.raised() => {
+                if let Some(req) = handle.close_request() {
+                    let close = async {
+                        writer.feed(Outgoing::Close(req.code, req.reason)).await?;
+                        writer.flush().await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                }
+                return;
+            }
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        let mut next = Some(first);
+        let mut written = 0;
+        let mut bytes = 0;
+        while let Some(item) = next.take() {
+            bytes += item.len();
+            let is_close = matches!(item, Outgoing::Close(..));
+            if writer.feed(item).await.is_err() {
+                return;
+            }
+            if is_close {
+                let _ = writer.flush().await;
+                return;
+            }
+            written += 1;
+            if written < MAX_WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+        // Written to the socket now: once per batch, not per frame.
+        handle.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
