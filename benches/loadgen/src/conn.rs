@@ -120,3 +120,38 @@ pub async fn open_many(t: &Target, b: Batch<'_>, mut on_result: impl FnMut(usize
     let _ = tokio::time::timeout_at(deadline, all).await;
     n - done
 }
+
+/// Opens `n` traffic connections to `path` (100 at a time). Returns the open ones and how many
+/// failed; failures are recorded under `label`.
+pub async fn open_traffic(
+    t: &Target,
+    path: &str,
+    n: usize,
+    size: usize,
+    rec: &crate::stats::Recorder,
+    label: &str,
+) -> (Vec<Ws>, u64) {
+    let mut open = Vec::with_capacity(n);
+    let mut failed = 0u64;
+    let batch = Batch {
+        path,
+        n,
+        concurrency: 100,
+        cfg: traffic_config(size),
+        source_ips: &[],
+        deadline: tokio::time::Instant::now() + OPEN_BUDGET,
+    };
+    let unopened = open_many(t, batch, |_, r| match r {
+        Ok(ws) => open.push(ws),
+        Err(e) => {
+            failed += 1;
+            rec.error(label, e);
+        }
+    })
+    .await;
+    if unopened > 0 {
+        failed += unopened as u64;
+        rec.error(label, format!("{unopened} connections to {path} not open after {}s", OPEN_BUDGET.as_secs()));
+    }
+    (open, failed)
+}

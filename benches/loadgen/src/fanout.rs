@@ -119,31 +119,7 @@ impl Shared {
 
 pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Option<u32>, clock: Clock) -> Outcome {
     let rec = Recorder::new();
-    let mut subs = Vec::with_capacity(a.subs);
-    let mut connect_errors = 0u64;
-    let batch = conn::Batch {
-        path: "/sub",
-        n: a.subs,
-        concurrency: 100,
-        cfg: conn::traffic_config(a.size),
-        source_ips: &[],
-        deadline: tokio::time::Instant::now() + conn::OPEN_BUDGET,
-    };
-    let unopened = conn::open_many(&target, batch, |_, r| match r {
-        Ok(ws) => subs.push(ws),
-        Err(e) => {
-            connect_errors += 1;
-            rec.error("connect /sub", e);
-        }
-    })
-    .await;
-    if unopened > 0 {
-        connect_errors += unopened as u64;
-        rec.error(
-            "connect /sub",
-            format!("{unopened} subscribers not connected after {}s", conn::OPEN_BUDGET.as_secs()),
-        );
-    }
+    let (subs, mut connect_errors) = conn::open_traffic(&target, "/sub", a.subs, a.size, &rec, "connect /sub").await;
     eprintln!("loadgen: {} of {} subscribers connected", subs.len(), a.subs);
     let mut out = Map::new();
     out.insert("subs".into(), json!(a.subs));

@@ -121,28 +121,7 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         Kind::Chat => "/chat",
     };
     let rec = Recorder::new();
-    let mut wss = Vec::with_capacity(a.conns);
-    let mut connect_errors = 0u64;
-    let batch = conn::Batch {
-        path,
-        n: a.conns,
-        concurrency: 100,
-        cfg: conn::traffic_config(a.size),
-        source_ips: &[],
-        deadline: tokio::time::Instant::now() + conn::OPEN_BUDGET,
-    };
-    let unopened = conn::open_many(&target, batch, |_, r| match r {
-        Ok(ws) => wss.push(ws),
-        Err(e) => {
-            connect_errors += 1;
-            rec.error("connect", e);
-        }
-    })
-    .await;
-    if unopened > 0 {
-        connect_errors += unopened as u64;
-        rec.error("connect", format!("{unopened} connections not open after {}s", conn::OPEN_BUDGET.as_secs()));
-    }
+    let (wss, connect_errors) = conn::open_traffic(&target, path, a.conns, a.size, &rec, "connect").await;
     eprintln!("loadgen: {} of {} connections to {path} open", wss.len(), a.conns);
     let mut out = Map::new();
     out.insert("conns".into(), json!(a.conns));
