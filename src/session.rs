@@ -301,6 +301,10 @@ async fn read_loop(
         };
         if let Pushed::Full(drained) = pushed {
             // Python is behind on this connection: stop reading so TCP pushes back on the client.
+            log::debug!(
+                "connection {id}: {} events wait for hooks (mailbox_limit); reading paused until they catch up",
+                hub.config.mailbox_limit
+            );
             handle.paused.store(true, Ordering::Relaxed);
             tokio::select! {
                 _ = drained.notified() => {}

@@ -78,7 +78,7 @@ def test_buffered_amount_drains_to_zero(start):
         wait_for(lambda: conn.buffered_amount == 0, what="the queue to drain")
 
 
-def test_a_flooding_client_is_paused_not_buffered_without_bound(start):
+def test_a_flooding_client_is_paused_not_buffered_without_bound(start, caplog):
     import threading
 
     release = threading.Event()
@@ -102,3 +102,4 @@ def test_a_flooding_client_is_paused_not_buffered_without_bound(start):
         wait_for(lambda: len(got) == 200, timeout=10, what="every message")
     # Nothing lost, in order, although the server stopped reading while the hook was stuck.
     assert got == [str(i) for i in range(200)]
+    wait_for(lambda: any("reading paused" in x for x in log_lines(caplog)), what="log line")
