@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::chat::ChatConfig;
+
 /// What to do when a connection's outbound queue is full (the client reads slower than we send).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OverflowPolicy {
@@ -31,6 +33,14 @@ pub struct Relay {
     pub join: bool,
     /// The sender receives its own messages too (when it is a member).
     pub echo: bool,
+}
+
+/// A fixed answer to a plain HTTP GET (a page, a script) on the WebSocket's port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub path: String,
+    pub content_type: String,
+    pub body: String,
 }
 
 #[derive(Clone, Debug)]
@@ -63,6 +73,10 @@ pub struct Config {
     pub io_threads: usize,
     /// Paths relayed to rooms in Rust (see `Relay`); they are served whatever `paths` says.
     pub relays: Vec<Relay>,
+    /// The chat preset (../shared/PROTOCOL.md) handles every WebSocket path but the relays.
+    pub chat: Option<ChatConfig>,
+    /// Answers to plain HTTP GETs; other plain requests get 426.
+    pub pages: Vec<Page>,
 }
 
 impl Default for Config {
@@ -83,6 +97,8 @@ impl Default for Config {
             mailbox_limit: 256,
             io_threads: 0,
             relays: Vec::new(),
+            chat: None,
+            pages: Vec::new(),
         }
     }
 }
@@ -112,6 +128,19 @@ impl Config {
                 return Err(format!("relay path {:?} is given twice", relay.path));
             }
         }
+        for page in &self.pages {
+            if !page.path.starts_with('/') {
+                return Err(format!("page path {:?} must start with '/'", page.path));
+            }
+        }
+        if let Some(chat) = &self.chat {
+            if chat.offline_ttl.is_zero() {
+                return Err("offline_ttl must be positive".into());
+            }
+            if chat.jwt_secret.as_deref() == Some("") {
+                return Err("jwt_secret must not be empty (None turns auth off)".into());
+            }
+        }
         if self.max_header_bytes < 256 {
             return Err("max_header_bytes must be at least 256".into());
         }
@@ -123,6 +152,10 @@ impl Config {
             None => true,
             Some(paths) => paths.iter().any(|p| p == path) || self.relay_for(path).is_some(),
         }
+    }
+
+    pub fn page_for(&self, path: &str) -> Option<&Page> {
+        self.pages.iter().find(|p| p.path == path)
     }
 
     pub fn relay_for(&self, path: &str) -> Option<&Relay> {

@@ -185,25 +185,47 @@ impl ConnHandle {
     }
 }
 
-impl Beat for Arc<ConnHandle> {
+/// One connection as a heartbeat sweep sees it, with the application-level ping it gets (the
+/// static JSON ping, the chat preset's with its room's `num`, or none).
+pub struct Pulse {
+    handle: Arc<ConnHandle>,
+    app_ping: Option<Text>,
+}
+
+impl Pulse {
+    pub fn new(handle: Arc<ConnHandle>, app_ping: Option<Text>) -> Self {
+        Self { handle, app_ping }
+    }
+
+    /// The plain server's pulse: the static JSON ping when `app_heartbeat` is on.
+    pub fn plain(handle: Arc<ConnHandle>) -> Self {
+        let app_ping = handle
+            .app_heartbeat
+            .then(|| Text::from_static(envelope::HEARTBEAT_PING));
+        Self { handle, app_ping }
+    }
+}
+
+impl Beat for Pulse {
     fn take_alive(&self) -> bool {
-        self.alive.swap(false, Ordering::Relaxed) || self.paused.load(Ordering::Relaxed)
+        let h = &self.handle;
+        h.alive.swap(false, Ordering::Relaxed) || h.paused.load(Ordering::Relaxed)
     }
 
     fn ping(&self) {
-        self.send(Outgoing::Ping);
-        if self.app_heartbeat {
-            self.send(Outgoing::Text(Text::from_static(envelope::HEARTBEAT_PING)));
+        self.handle.send(Outgoing::Ping);
+        if let Some(ping) = &self.app_ping {
+            self.handle.send(Outgoing::Text(ping.clone()));
         }
     }
 
     fn expire(&self, interval: Duration) {
+        let id = self.handle.id;
         log::info!(
-            "connection {}: heartbeat timeout, nothing received for {:.1} s; closing",
-            self.id,
+            "connection {id}: heartbeat timeout, nothing received for {:.1} s; closing",
             interval.as_secs_f64()
         );
-        self.terminate(
+        self.handle.terminate(
             1011,
             format!(
                 "heartbeat timeout: nothing received for {:.1} s",

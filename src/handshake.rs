@@ -56,6 +56,7 @@ impl Request {
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    pub content_type: String,
     pub body: String,
 }
 
@@ -64,6 +65,7 @@ impl Reply {
         Self {
             status,
             headers: Vec::new(),
+            content_type: "text/plain; charset=utf-8".into(),
             body: body.into(),
         }
     }
@@ -83,7 +85,7 @@ impl Reply {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
         if self.status != 101 {
-            out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+            out.push_str(&format!("Content-Type: {}\r\n", self.content_type));
             out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
             out.push_str("Connection: close\r\n");
         }
@@ -184,6 +186,16 @@ pub fn plain_http_reply(req: &Request) -> Reply {
         ),
     )
     .header("Upgrade", "websocket")
+}
+
+/// A page's answer to a plain HTTP request.
+pub fn page_reply(req: &Request, page: &crate::config::Page) -> Reply {
+    if req.method != "GET" {
+        return Reply::new(405, format!("{} answers GET only\n", req.path)).header("Allow", "GET");
+    }
+    let mut reply = Reply::new(200, page.body.clone()).header("Cache-Control", "no-cache");
+    reply.content_type = page.content_type.clone();
+    reply
 }
 
 /// Checks an upgrade request against RFC 6455 §4.2.1; returns the client's key.

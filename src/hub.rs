@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
+use crate::chat::Chat;
 use crate::config::Config;
-use crate::connection::ConnHandle;
+use crate::connection::{ConnHandle, Pulse};
 use crate::dispatch::{Dispatcher, Pushed};
 use crate::error::Error;
 use crate::events::{ConnInfo, Decision, Event, Routes};
@@ -24,6 +25,8 @@ pub struct Hub {
     /// Events for the application's worker threads. Its wake-ups are deferred to the moment
     /// an I/O thread parks (see `Server::start`).
     pub events: Dispatcher<Event>,
+    /// The chat preset, when the config turns it on.
+    pub chat: Option<Arc<Chat>>,
     // The maps below use std locks, not tokio's: they are taken from tokio tasks and Python
     // threads alike, never across an .await, and each critical section only moves pointers.
     // Senders are collected under a lock and used after it is released.
@@ -54,9 +57,11 @@ enum Deferred {
 impl Hub {
     pub fn new(config: Config) -> Self {
         let limit = config.mailbox_limit;
+        let chat = config.chat.as_ref().map(|c| Arc::new(Chat::new(c)));
         Self {
             config,
             events: Dispatcher::with_deferred_wakeups(limit, true),
+            chat,
             conns: Mutex::new(HashMap::new()),
             rooms: Mutex::new(Rooms::new()),
             decisions: Mutex::new(HashMap::new()),
@@ -108,7 +113,7 @@ impl Hub {
         tx.is_some_and(|tx| tx.send(decision).is_ok())
     }
 
-    fn get(&self, id: ConnId) -> Result<Arc<ConnHandle>, Error> {
+    pub(crate) fn get(&self, id: ConnId) -> Result<Arc<ConnHandle>, Error> {
         self.conns
             .lock()
             .unwrap()
@@ -197,6 +202,15 @@ impl Hub {
             .filter(|h| !exclude.contains(&h.id))
             .collect();
         fan_out(&members, out)
+    }
+
+    /// Every connection with the application-level ping it gets, for a heartbeat sweep.
+    pub fn pulses(&self) -> Vec<Pulse> {
+        let handles = self.snapshot();
+        match &self.chat {
+            Some(chat) => chat.pulses(handles),
+            None => handles.into_iter().map(Pulse::plain).collect(),
+        }
     }
 
     /// Every registered connection, for sweeps and shutdown (used after the lock is released).

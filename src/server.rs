@@ -105,7 +105,7 @@ impl Server {
             let mut stop = signal.clone();
             runtime.spawn(heartbeat::run(
                 interval,
-                move || sweep_hub.snapshot(),
+                move || sweep_hub.pulses(),
                 async move {
                     let _ = stop.wait_for(Option::is_some).await;
                 },
@@ -128,6 +128,23 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Runs `work` on the server's runtime and waits for it, from a thread that is not one of
+    /// the runtime's (a Python worker). `None` once the server stopped.
+    pub fn block_on<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        let handle = self.running.lock().unwrap().as_ref()?.0.handle().clone();
+        Some(handle.block_on(work))
+    }
+
+    /// One heartbeat sweep now, as the timer would run it (for tests that must not wait an
+    /// interval). False when the heartbeat is off.
+    pub fn sweep_now(&self) -> bool {
+        let Some(interval) = self.hub.config.heartbeat_interval else {
+            return false;
+        };
+        heartbeat::sweep(&self.hub.pulses(), interval);
+        true
     }
 
     pub fn is_running(&self) -> bool {

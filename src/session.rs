@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::chat::session::ChatSession;
 use crate::config::Relay;
 use crate::connection::ConnHandle;
 use crate::dispatch::Pushed;
@@ -75,6 +76,10 @@ pub async fn serve(
         }
     };
     if !request.wants_websocket() {
+        if let Some(page) = cfg.page_for(&request.path) {
+            log::debug!("{peer}: {} {} served a page", request.method, request.path);
+            return write_reply(&mut stream, &handshake::page_reply(&request, page)).await;
+        }
         log::debug!(
             "{peer}: plain HTTP {} {} answered with 426",
             request.method,
@@ -166,10 +171,18 @@ pub async fn serve(
     if shutdown.borrow().is_some() {
         handle.close(1001, "server shutting down".into());
     }
+    let mut mode = match (relay.as_ref(), &hub.chat) {
+        (Some(relay), _) => Mode::Relay(relay),
+        (None, Some(chat)) => Mode::Chat(ChatSession::open(chat.clone(), &handle)),
+        (None, None) => Mode::Hooks,
+    };
     let (reader, writer) = frames::open(stream, leftover, cfg).await;
     let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx));
-    let outcome = read_loop(&hub, &handle, reader, relay.as_ref()).await;
+    let outcome = read_loop(&hub, &handle, reader, &mut mode).await;
     handle.open.store(false, Ordering::Release);
+    if let Mode::Chat(session) = mode {
+        session.close(&hub).await;
+    }
     // A Close of ours may still be in flight: give the writer a moment to finish it.
     if handle.close_request().is_some() {
         let grace = Duration::from_secs(1);
@@ -224,16 +237,36 @@ async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
     let _ = stream.shutdown().await;
 }
 
+/// What a connection's frames are for.
+enum Mode<'a> {
+    /// The application's hooks (or nothing, when none wants them).
+    Hooks,
+    /// Broadcast to a room in Rust, never reaching Python.
+    Relay(&'a Relay),
+    /// The chat preset.
+    Chat(ChatSession),
+}
+
+impl Mode<'_> {
+    /// Work of the mode's own, apart from frames (a chat token's expiry); pending otherwise.
+    async fn timer(&mut self) {
+        match self {
+            Mode::Chat(session) => session.timer().await,
+            _ => std::future::pending().await,
+        }
+    }
+}
+
 /// Delivers incoming frames until the connection ends; returns its close code and reason.
 async fn read_loop(
     hub: &Hub,
     handle: &Arc<ConnHandle>,
     mut reader: FrameReader,
-    relay: Option<&Relay>,
+    mode: &mut Mode<'_>,
 ) -> (u16, String) {
     let id = handle.id;
-    let relay_exclude: &[ConnId] = match relay {
-        Some(r) if !r.echo => std::slice::from_ref(&handle.id),
+    let relay_exclude: &[ConnId] = match mode {
+        Mode::Relay(r) if !r.echo => std::slice::from_ref(&handle.id),
         _ => &[],
     };
     let mut peer_close: Option<(u16, String)> = None;
@@ -246,6 +279,12 @@ async fn read_loop(
                 _ = handle.closing.raised() => {
                     let wait = handle.close_request().map_or(Duration::ZERO, |r| r.wait);
                     deadline = Some(Instant::now() + wait);
+                    continue;
+                }
+                _ = mode.timer() => {
+                    if let Mode::Chat(session) = mode {
+                        session.expired(hub).await;
+                    }
                     continue;
                 }
             },
@@ -265,41 +304,32 @@ async fn read_loop(
             }
         };
         handle.mark_alive();
-        if let Some(relay) = relay {
-            // Relayed in Rust: no event, no Python, the payload shared by every member.
-            match incoming {
-                Incoming::Text(text) => {
-                    hub.broadcast_room(&relay.room, Outgoing::Text(text), relay_exclude)
-                }
-                Incoming::Binary(data) => {
-                    hub.broadcast_room(&relay.room, Outgoing::Binary(data), relay_exclude)
-                }
-                Incoming::Close(code, reason) => {
-                    peer_close.get_or_insert((code, reason));
-                    0
-                }
-                Incoming::Control => 0,
-            };
-            continue;
-        }
-        let pushed = match incoming {
-            Incoming::Control => continue,
-            Incoming::Close(code, reason) => {
+        let event = match (&mut *mode, incoming) {
+            (_, Incoming::Control) => continue,
+            (_, Incoming::Close(code, reason)) => {
                 peer_close.get_or_insert((code, reason));
                 continue;
             }
-            Incoming::Text(text) => match route_text(hub, handle, text) {
-                Some(event) => hub.push_event(id, event),
-                None => continue,
-            },
-            Incoming::Binary(data) => {
-                if !hub.routes().message {
-                    continue;
-                }
-                hub.push_event(id, Event::Binary(data))
+            // Relayed in Rust: no event, no Python, the payload shared by every member.
+            (Mode::Relay(relay), Incoming::Text(text)) => {
+                hub.broadcast_room(&relay.room, Outgoing::Text(text), relay_exclude);
+                continue;
+            }
+            (Mode::Relay(relay), Incoming::Binary(data)) => {
+                hub.broadcast_room(&relay.room, Outgoing::Binary(data), relay_exclude);
+                continue;
+            }
+            (Mode::Chat(session), Incoming::Text(text)) => session.text(hub, text).await,
+            (Mode::Chat(session), Incoming::Binary(data)) => session.binary(hub, data),
+            (Mode::Hooks, Incoming::Text(text)) => route_text(hub, handle, text),
+            (Mode::Hooks, Incoming::Binary(data)) => {
+                hub.routes().message.then_some(Event::Binary(data))
             }
         };
-        if let Pushed::Full(drained) = pushed {
+        let Some(event) = event else {
+            continue;
+        };
+        if let Pushed::Full(drained) = hub.push_event(id, event) {
             // Python is behind on this connection: stop reading so TCP pushes back on the client.
             log::debug!(
                 "connection {id}: {} events wait for hooks (mailbox_limit); reading paused until they catch up",

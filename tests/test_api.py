@@ -15,7 +15,7 @@ from conftest import wait_for
 
 def test_all_is_the_public_surface():
     public = {n for n in dir(roomcast) if not n.startswith("_")}
-    submodules = {"connection", "exceptions", "rooms", "server"}
+    submodules = {"chat", "cli", "connection", "demo", "exceptions", "presets", "rooms", "server"}
     assert set(roomcast.__all__) - {"__version__"} == public - submodules
 
 
@@ -23,7 +23,7 @@ def test_python_defaults_match_the_core():
     params = inspect.signature(roomcast.Server).parameters
     core = _roomcast.default_settings()
     for name, value in core.items():
-        if name == "relays":  # set with app.relay(), not a constructor argument
+        if name in ("relays", "pages", "chat"):  # app.relay(), app.page(), presets.chat()
             continue
         default = params[name].default
         if isinstance(default, tuple):

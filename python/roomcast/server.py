@@ -14,6 +14,7 @@ from . import _logging
 from ._dispatch import Dispatcher
 from ._payload import encode
 from ._roomcast import Core
+from .chat import ChatControl
 from .rooms import Exclude, Room, exclude_ids
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,6 +89,8 @@ class Server:
             "read_buffer_size": read_buffer_size,
             "write_buffer_size": write_buffer_size,
             "relays": [],
+            "chat": None,
+            "pages": [],
         }
         self.shutdown_timeout = shutdown_timeout
         self.workers = workers
@@ -155,6 +158,28 @@ class Server:
             *(r for r in self._settings["relays"] if r[0] != path),
             (path, room, join, echo),
         ]
+
+    def page(self, path: str, body: str, content_type: str = "text/html; charset=utf-8") -> None:
+        """Answer plain HTTP ``GET path`` with ``body`` (a page, a script) on the server's own
+        port; a WebSocket handshake on the same path is unaffected. Call before starting."""
+        if self._running is not None:
+            raise RuntimeError("add pages before the server starts")
+        if not path.startswith("/"):
+            raise ValueError(f"page path must start with '/' (got {path!r})")
+        self._settings["pages"] = [
+            *(p for p in self._settings["pages"] if p[0] != path),
+            (path, content_type, body),
+        ]
+
+    @property
+    def chat(self) -> ChatControl:
+        """The chat preset's controls (``roomcast.presets.chat`` servers only): hand events
+        back to the preset, read a room's users and count, post into a room."""
+        if self._settings["chat"] is None:
+            raise AttributeError(
+                "this server does not run the chat preset; create it with roomcast.presets.chat()"
+            )
+        return ChatControl(self)
 
     def _sync_routes(self) -> None:
         running = self._running
@@ -278,6 +303,12 @@ class RunningServer:
     @property
     def port(self) -> int:
         return self._core.port
+
+    def sweep_heartbeat(self) -> bool:
+        """Run one heartbeat sweep now, as the timer would (ping the connections that were
+        heard from since the last sweep, close the others): tests of reaping and of the
+        JSON heartbeat need not wait an interval. False when the heartbeat is off."""
+        return self._core.sweep_now()
 
     @property
     def url(self) -> str:

@@ -11,7 +11,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 
-use crate::config::{Config, OverflowPolicy, Relay};
+use crate::config::{Config, OverflowPolicy, Page, Relay};
 use crate::dispatch;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::{Outgoing, Text};
@@ -67,7 +67,7 @@ impl Batch {
 
 #[pyclass(frozen, module = "roomcast._roomcast")]
 pub struct Core {
-    server: Server,
+    pub(super) server: Server,
 }
 
 fn secs(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
@@ -121,6 +121,21 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
                     })
                     .collect();
             }
+            "chat" => {
+                let chat: Option<Bound<'_, PyDict>> = value.extract()?;
+                c.chat = chat.as_ref().map(super::chat::config).transpose()?;
+            }
+            "pages" => {
+                let pages: Vec<(String, String, String)> = value.extract()?;
+                c.pages = pages
+                    .into_iter()
+                    .map(|(path, content_type, body)| Page {
+                        path,
+                        content_type,
+                        body,
+                    })
+                    .collect();
+            }
             _ => return Err(PyTypeError::new_err(format!("unknown setting {key:?}"))),
         }
     }
@@ -150,6 +165,8 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("mailbox_limit", c.mailbox_limit)?;
     d.set_item("io_threads", c.io_threads)?;
     d.set_item("relays", Vec::<(String, String, bool, bool)>::new())?;
+    d.set_item("chat", py.None())?;
+    d.set_item("pages", Vec::<(String, String, String)>::new())?;
     Ok(d)
 }
 
@@ -388,6 +405,17 @@ impl Core {
 
     fn connection_count(&self) -> usize {
         self.server.hub().connection_count()
+    }
+
+    /// The chat preset's calls, when this server runs it.
+    fn chat(slf: &Bound<'_, Self>) -> Option<super::chat::ChatCore> {
+        slf.get().server.hub().chat.as_ref()?;
+        Some(super::chat::ChatCore::new(slf.clone().unbind()))
+    }
+
+    /// One heartbeat sweep now; False when the heartbeat is off.
+    fn sweep_now(&self) -> bool {
+        self.server.sweep_now()
     }
 
     fn pending_events(&self) -> usize {

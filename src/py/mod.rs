@@ -1,6 +1,7 @@
 //! The Python binding, `roomcast._roomcast`: a thin layer over the core. Tokio threads never
 //! enter here; Python threads call in, and release the GIL whenever they wait.
 
+mod chat;
 mod core;
 mod errors;
 mod logs;
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Core>()?;
     m.add_class::<core::Batch>()?;
+    m.add_class::<chat::ChatCore>()?;
     m.add_function(wrap_pyfunction!(core::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(logs::next_log_records, m)?)?;
     m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
