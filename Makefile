@@ -9,10 +9,10 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# Install roomcast and serve the echo example on ws://127.0.0.1:$(PORT).
+# Install roomcast and serve the chat demo (page + chat WebSocket) on http://127.0.0.1:$(PORT)/.
 run: $(PY)
 	$(PY) -m pip install -q .
-	$(PY) examples/echo.py $(PORT)
+	$(VENV)/bin/roomcast demo --port $(PORT)
 
 # Install roomcast with its test tools, then run every test: Rust core, then Python.
 test: $(PY)

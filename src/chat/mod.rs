@@ -425,3 +425,6 @@ impl Chat {
         self.publish(hub, &room, name, keep, obj).await
     }
 }
+
+#[cfg(test)]
+mod tests;
