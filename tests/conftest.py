@@ -43,6 +43,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "co
         time.sleep(0.005)
 
 
+def sigterm_closes_with_1001(proc: Any, ws: Any) -> None:
+    """SIGTERM the server process ``proc``: the client ``ws`` gets 1001, the process exits 0."""
+    import signal
+
+    from websockets.exceptions import ConnectionClosed
+
+    proc.send_signal(signal.SIGTERM)
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1001
+    assert proc.wait(timeout=15) == 0
+
+
 def log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "roomcast"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from websockets.sync.client import connect
 
 import roomcast
 
-from conftest import wait_for
+from conftest import sigterm_closes_with_1001, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,11 +106,7 @@ def test_run_stops_gracefully_on_sigterm(tmp_path):
         with connect(f"ws://127.0.0.1:{port}") as ws:
             ws.send("hi")
             assert ws.recv(timeout=5) == "hi"
-            proc.send_signal(signal.SIGTERM)
-            with pytest.raises(ConnectionClosed) as closed:
-                ws.recv(timeout=10)
-            assert closed.value.rcvd.code == 1001
-        assert proc.wait(timeout=15) == 0
+            sigterm_closes_with_1001(proc, ws)
     finally:
         proc.kill()
         proc.wait()

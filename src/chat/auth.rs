@@ -42,6 +42,12 @@ pub fn unix_now() -> f64 {
 
 impl Auth {
     pub fn new(secret: &str) -> Self {
+        if secret.len() < 32 {
+            log::warn!(
+                "jwt_secret is {} bytes; HS256 wants at least 32 (RFC 7518 section 3.2): use a long random secret",
+                secret.len()
+            );
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         // The seed's tokens carry no `exp`: accept those, but honour `exp` whenever present.
         validation.required_spec_claims.clear();
