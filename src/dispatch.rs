@@ -308,6 +308,12 @@ impl<E> Dispatcher<E> {
         self.ready.notify_all();
     }
 
+    /// Whether the connection has events in the application's hands (queued, or held by a
+    /// worker): a later frame that must keep its place behind them goes the same way.
+    pub fn is_scheduled(&self, id: ConnId) -> bool {
+        self.state.lock().unwrap().mailboxes.contains_key(&id)
+    }
+
     /// Events waiting (not yet taken by a worker).
     pub fn pending(&self) -> usize {
         self.state

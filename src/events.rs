@@ -34,6 +34,9 @@ pub enum Event {
         event: String,
         text: Text,
     },
+    /// A chat preset frame that no hook takes but that arrived while the connection's earlier
+    /// events were with the hooks: it goes back to the preset after them, in order.
+    Chat(Text),
     /// Always the last event of a connection that was announced by `Connect` or `Open`.
     Disconnect {
         code: u16,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("roomcast")
 
 # Event kinds; mirrored from src/py/core.rs.
-CONNECT, OPEN, TEXT, BINARY, ROUTED, CLOSE = range(6)
+CONNECT, OPEN, TEXT, BINARY, ROUTED, CLOSE, CHAT = range(7)
 
 
 class Dispatcher:
@@ -138,6 +138,16 @@ class Dispatcher:
                     return _call(app._on_message, "on_message", conn, event[1])
                 return None
             return _call(hook, event[2], conn, json.loads(event[1]))
+        if kind == CHAT:
+            # A chat frame no hook takes, queued behind this connection's hooked events:
+            # straight back to the preset, in its place.
+            chat = self._core.chat()
+            if chat is not None:
+                try:
+                    chat.handle(conn_id, event[1])
+                except Exception:
+                    logger.exception("chat preset: connection %s: frame not handled", conn_id)
+            return None
         if kind == CONNECT or kind == OPEN:
             conn = Connection(self._core, conn_id, event[1])
             self._conns[conn_id] = conn

@@ -117,6 +117,10 @@ impl ChatSession {
         if hub.routes().events.contains(&event) {
             return Some(Event::Routed { event, text });
         }
+        if hub.events.is_scheduled(self.conn.handle.id) {
+            // Earlier frames of this connection are still with the hooks: keep the order.
+            return Some(Event::Chat(text));
+        }
         self.chat.act(hub, &self.conn, &event, obj).await;
         if event == "auth" {
             let grant = self.conn.seat.lock().unwrap().grant;

@@ -26,6 +26,7 @@ const TEXT: u8 = 2;
 const BINARY: u8 = 3;
 const ROUTED: u8 = 4;
 const CLOSE: u8 = 5;
+const CHAT: u8 = 6;
 
 thread_local! {
     /// The hub whose batch this (worker) thread is running, as an address; 0 for none. Sends
@@ -218,6 +219,9 @@ fn event_tuple<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, PyAny>
             .into_pyobject(py)?
             .into_any(),
         Event::Disconnect { code, reason } => (CLOSE, code, reason).into_pyobject(py)?.into_any(),
+        Event::Chat(text) => (CHAT, PyString::new(py, text.as_str()))
+            .into_pyobject(py)?
+            .into_any(),
     };
     Ok(t)
 }
