@@ -77,6 +77,14 @@ pub struct Config {
     pub chat: Option<ChatConfig>,
     /// Answers to plain HTTP GETs; other plain requests get 426.
     pub pages: Vec<Page>,
+    /// Plain HTTP requests (but `pages`) go to the application's HTTP threads (`http.rs`).
+    pub http_app: bool,
+    /// Largest request body handed to the application; larger ones get 413.
+    pub max_body_size: usize,
+    /// Requests waiting for an HTTP thread before new ones get 503.
+    pub http_queue: usize,
+    /// Time the application has to answer (and a client to send its body); then 504 (408).
+    pub http_timeout: Duration,
 }
 
 impl Default for Config {
@@ -99,6 +107,10 @@ impl Default for Config {
             relays: Vec::new(),
             chat: None,
             pages: Vec::new(),
+            http_app: false,
+            max_body_size: 10 << 20,
+            http_queue: 1024,
+            http_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -140,6 +152,9 @@ impl Config {
             if chat.jwt_secret.as_deref() == Some("") {
                 return Err("jwt_secret must not be empty (None turns auth off)".into());
             }
+        }
+        if self.http_queue == 0 {
+            return Err("http_queue must be at least 1 request".into());
         }
         if self.max_header_bytes < 256 {
             return Err("max_header_bytes must be at least 256".into());

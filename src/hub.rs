@@ -17,6 +17,7 @@ use crate::dispatch::{Dispatcher, Pushed};
 use crate::error::Error;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::Outgoing;
+use crate::http::HttpExchange;
 use crate::rooms::{Rooms, Snapshot};
 use crate::ConnId;
 
@@ -27,6 +28,8 @@ pub struct Hub {
     pub events: Dispatcher<Event>,
     /// The chat preset, when the config turns it on.
     pub chat: Option<Arc<Chat>>,
+    /// Plain HTTP requests for the application (when `http_app` is on).
+    pub http: HttpExchange,
     // The maps below use std locks, not tokio's: they are taken from tokio tasks and Python
     // threads alike, never across an .await, and each critical section only moves pointers.
     // Senders are collected under a lock and used after it is released.
@@ -58,10 +61,12 @@ impl Hub {
     pub fn new(config: Config) -> Self {
         let limit = config.mailbox_limit;
         let chat = config.chat.as_ref().map(|c| Arc::new(Chat::new(c)));
+        let http_queue = config.http_queue;
         Self {
             config,
             events: Dispatcher::with_deferred_wakeups(limit, true),
             chat,
+            http: HttpExchange::new(http_queue),
             conns: Mutex::new(HashMap::new()),
             rooms: Mutex::new(Rooms::new()),
             decisions: Mutex::new(HashMap::new()),

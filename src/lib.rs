@@ -11,6 +11,7 @@ pub mod events;
 pub mod frames;
 pub mod handshake;
 pub mod heartbeat;
+pub mod http;
 pub mod hub;
 pub mod rooms;
 pub mod server;

@@ -43,6 +43,7 @@ pub async fn run(listener: TcpListener, hub: Arc<Hub>, mut shutdown: ShutdownSig
         }
     }
     drop(listener);
+    hub.http.close();
     let timeout = shutdown.borrow().unwrap_or_default();
     let open = hub.connection_count();
     log::info!(

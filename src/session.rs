@@ -19,6 +19,7 @@ use crate::envelope;
 use crate::events::{ConnInfo, Decision, Event};
 use crate::frames::{self, FrameReader, FrameWriter, Incoming, Outgoing, ReadError, Text};
 use crate::handshake::{self, Reply};
+use crate::http;
 use crate::hub::Hub;
 use crate::ConnId;
 
@@ -79,6 +80,13 @@ pub async fn serve(
         if let Some(page) = cfg.page_for(&request.path) {
             log::debug!("{peer}: {} {} served a page", request.method, request.path);
             return write_reply(&mut stream, &handshake::page_reply(&request, page)).await;
+        }
+        if cfg.http_app {
+            let limits = http::Limits {
+                max_body_size: cfg.max_body_size,
+                timeout: cfg.http_timeout,
+            };
+            return http::serve(&hub.http, &limits, &mut stream, request, leftover, peer).await;
         }
         log::debug!(
             "{peer}: plain HTTP {} {} answered with 426",

@@ -15,17 +15,36 @@ from conftest import wait_for
 
 def test_all_is_the_public_surface():
     public = {n for n in dir(roomcast) if not n.startswith("_")}
-    submodules = {"chat", "cli", "connection", "demo", "exceptions", "presets", "rooms", "server"}
+    submodules = {
+        "chat",
+        "cli",
+        "connection",
+        "demo",
+        "exceptions",
+        "presets",
+        "rooms",
+        "server",
+        "wsgi",
+    }
     assert set(roomcast.__all__) - {"__version__"} == public - submodules
 
 
 def test_python_defaults_match_the_core():
     params = inspect.signature(roomcast.Server).parameters
+    wsgi = inspect.signature(roomcast.Server.wsgi).parameters
+    # Settings made by methods rather than the constructor, and where their defaults live.
+    elsewhere = {
+        "max_body_size": wsgi["max_body_size"].default,
+        "http_queue": wsgi["queue"].default,
+        "http_timeout": wsgi["timeout"].default,
+        "relays": [],  # app.relay()
+        "pages": [],  # app.page()
+        "chat": None,  # presets.chat()
+        "http_app": False,  # app.wsgi()
+    }
     core = _roomcast.default_settings()
     for name, value in core.items():
-        if name in ("relays", "pages", "chat"):  # app.relay(), app.page(), presets.chat()
-            continue
-        default = params[name].default
+        default = elsewhere[name] if name in elsewhere else params[name].default
         if isinstance(default, tuple):
             default = list(default)
         assert default == value, name

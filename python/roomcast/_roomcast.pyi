@@ -10,6 +10,23 @@ class RoomcastError(Exception): ...
 class ConnectionClosed(RoomcastError): ...
 
 def default_settings() -> dict[str, Any]: ...
+def http_next(
+    core: Core, timeout: float
+) -> Optional[
+    tuple[
+        int,
+        str,
+        str,
+        str,
+        list[tuple[str, str]],
+        bytes,
+        tuple[str, int],
+        Optional[tuple[str, int]],
+    ]
+]: ...
+def http_respond(
+    core: Core, id: int, status: int, headers: list[tuple[str, str]], body: bytes
+) -> bool: ...
 def next_log_records(timeout: float) -> tuple[list[tuple[int, str]], int]: ...
 def set_log_level(level: int) -> None: ...
 

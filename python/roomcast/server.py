@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Callable, Optional, TypeVar
 
 from . import _logging
+from . import wsgi as _wsgi
 from ._dispatch import Dispatcher
 from ._payload import encode
 from ._roomcast import Core
 from .chat import ChatControl
 from .rooms import Exclude, Room, exclude_ids
+from .wsgi import WSGIApp
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,6 +100,7 @@ class Server:
         self._on_message: Optional[Callable[..., Any]] = None
         self._on_disconnect: Optional[Callable[..., Any]] = None
         self._events: dict[str, Callable[..., Any]] = {}
+        self._wsgi: Optional[tuple[WSGIApp, int]] = None
         self._running: Optional[RunningServer] = None
         self._lock = threading.Lock()
 
@@ -170,6 +173,29 @@ class Server:
             *(p for p in self._settings["pages"] if p[0] != path),
             (path, content_type, body),
         ]
+
+    def wsgi(
+        self,
+        app: WSGIApp,
+        *,
+        threads: int = 8,
+        max_body_size: int = 10 << 20,
+        queue: int = 1024,
+        timeout: float = 60.0,
+    ) -> None:
+        """Answer plain HTTP on the server's port with the WSGI application ``app`` (Django's
+        ``get_wsgi_application()``, Flask, ...), so pages and WebSockets share one port.
+
+        ``threads`` run the application (not the hook workers). A body larger than
+        ``max_body_size`` gets 413, a chunked body 411; more than ``queue`` requests waiting
+        for a thread get 503; an answer slower than ``timeout`` seconds gets 504. Each
+        request is answered on its own connection (``Connection: close``). Pages added with
+        ``page()`` are served first. Call before starting.
+        """
+        if self._running is not None:
+            raise RuntimeError("set the WSGI application before the server starts")
+        self._settings.update(_wsgi.settings(threads, max_body_size, queue, timeout))
+        self._wsgi = (app, threads)
 
     @property
     def chat(self) -> ChatControl:
@@ -295,6 +321,10 @@ class RunningServer:
             self._loop_thread.start()
         self._dispatcher = Dispatcher(app, core, loop, app.workers)
         self._dispatcher.start()
+        self._http: Optional[_wsgi.WSGIThreads] = None
+        if app._wsgi is not None:
+            self._http = _wsgi.WSGIThreads(core, *app._wsgi)
+            self._http.start()
 
     @property
     def host(self) -> str:
@@ -327,6 +357,8 @@ class RunningServer:
             self._stopped = True
         timeout = self.app.shutdown_timeout if timeout is None else timeout
         self._core.stop(timeout)
+        if self._http is not None:
+            self._http.join(timeout + 5.0)
         if not self._dispatcher.join(timeout + 5.0):
             _logging.logger.warning("shutdown: some hooks were still running; not waiting for them")
         if self._own_loop is not None and self._loop_thread is not None:

@@ -122,6 +122,10 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
                     })
                     .collect();
             }
+            "http_app" => c.http_app = value.extract()?,
+            "max_body_size" => c.max_body_size = value.extract()?,
+            "http_queue" => c.http_queue = value.extract()?,
+            "http_timeout" => c.http_timeout = secs(value.extract()?, &key)?.unwrap_or_default(),
             "chat" => {
                 let chat: Option<Bound<'_, PyDict>> = value.extract()?;
                 c.chat = chat.as_ref().map(super::chat::config).transpose()?;
@@ -167,6 +171,10 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("io_threads", c.io_threads)?;
     d.set_item("relays", Vec::<(String, String, bool, bool)>::new())?;
     d.set_item("chat", py.None())?;
+    d.set_item("http_app", c.http_app)?;
+    d.set_item("max_body_size", c.max_body_size)?;
+    d.set_item("http_queue", c.http_queue)?;
+    d.set_item("http_timeout", c.http_timeout.as_secs_f64())?;
     d.set_item("pages", Vec::<(String, String, String)>::new())?;
     Ok(d)
 }

@@ -4,6 +4,7 @@
 mod chat;
 mod core;
 mod errors;
+mod http;
 mod logs;
 
 use pyo3::prelude::*;
@@ -14,6 +15,8 @@ fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Batch>()?;
     m.add_class::<chat::ChatCore>()?;
     m.add_function(wrap_pyfunction!(core::default_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(http::http_next, m)?)?;
+    m.add_function(wrap_pyfunction!(http::http_respond, m)?)?;
     m.add_function(wrap_pyfunction!(logs::next_log_records, m)?)?;
     m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
     errors::register(m)?;
