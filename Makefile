@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8765
 
-.PHONY: run test lint dev bench bench-quick clean
+.PHONY: run test wheel lint dev bench bench-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -14,11 +14,20 @@ run: $(PY)
 	$(PY) -m pip install -q .
 	$(VENV)/bin/roomcast demo --port $(PORT)
 
-# Install roomcast with its test tools, then run every test: Rust core, then Python.
-test: $(PY)
-	$(PY) -m pip install -q '.[test]'
+WHEELS := $(VENV)-wheels
+
+# Build the roomcast wheel once; every test venv installs this one.
+wheel: $(PY)
+	rm -rf $(WHEELS)
+	$(PY) -m pip wheel -q --no-deps -w $(WHEELS) .
+
+# Install roomcast with its test tools, then run every test: Rust core, Python, then the Django
+# suite under Django 4.2 LTS and the newest Django (a venv each).
+test: wheel
+	$(PY) -m pip install -q "$$(ls $(WHEELS)/roomcast-*.whl)[test]"
 	cargo test --locked
 	$(PY) -m pytest
+	tests/django/matrix.sh "$$(ls $(WHEELS)/roomcast-*.whl)" $(VENV)-django
 
 # Editable install for working on the package (rebuild the Rust part with `maturin develop`).
 dev: $(PY)
@@ -44,4 +53,4 @@ bench-quick:
 	benches/.venv/bin/python benches/run.py --quick
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) $(VENV)-wheels $(VENV)-django-* target

@@ -15,6 +15,9 @@ import pytest
 
 import roomcast
 
+# tests/django runs on its own, once per Django version (tests/django/matrix.sh).
+collect_ignore = ["django"]
+
 
 @pytest.fixture
 def start() -> Iterator[Callable[..., roomcast.RunningServer]]:

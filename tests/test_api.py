@@ -20,6 +20,7 @@ def test_all_is_the_public_surface():
         "cli",
         "connection",
         "demo",
+        "django",
         "exceptions",
         "presets",
         "rooms",
@@ -101,3 +102,15 @@ def test_rust_log_records_reach_python_logging(start, caplog):
         what="the core's log record",
     )[0]
     assert record.levelname == "INFO"
+
+
+def test_importing_roomcast_never_imports_django():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, roomcast\n"
+        "from roomcast import presets, demo, cli, wsgi\n"
+        "assert 'django' not in sys.modules, 'django was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -93,6 +93,28 @@ def test_on_connect_that_never_decides_gets_503(start, caplog):
     wait_for(lambda: any("did not decide" in x for x in log_lines(caplog)), what="log line")
 
 
+def test_a_late_yes_from_on_connect_runs_on_disconnect_with_1006(start):
+    import threading
+
+    release = threading.Event()
+    gone: list[tuple[int, str]] = []
+    app = roomcast.Server(handshake_timeout=0.3)
+
+    @app.on_connect
+    def late(conn, request):
+        release.wait(5)
+        return True  # accepted, but the handshake already got 503
+
+    app.on_disconnect(lambda conn, code, reason: gone.append((code, reason)))
+    server = start(app)
+    with pytest.raises(InvalidStatus):
+        connect(server.url)
+    release.set()
+    # on_connect may have set things up for the connection: on_disconnect tells it to stop.
+    wait_for(lambda: gone, what="on_disconnect after the late accept")
+    assert gone[0][0] == 1006 and "handshake" in gone[0][1]
+
+
 def test_frames_sent_with_the_handshake_are_not_lost(start):
     app = roomcast.Server()
     app.on_message(lambda conn, msg: conn.send(msg))

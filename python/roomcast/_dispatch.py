@@ -125,6 +125,9 @@ class Dispatcher:
         kind = event[0]
         if kind == TEXT or kind == BINARY:
             conn = self._known(conn_id)
+            if conn is not None and conn._sink is not None:
+                conn._sink(event[1])
+                return None
             if conn is None or app._on_message is None:
                 return None
             return _call(app._on_message, "on_message", conn, event[1])
@@ -132,6 +135,9 @@ class Dispatcher:
             conn = self._known(conn_id)
             hook = app._events.get(event[2])
             if conn is None:
+                return None
+            if conn._sink is not None:
+                conn._sink(event[1])
                 return None
             if hook is None:  # the hook was removed after the frame was read
                 if app._on_message is not None:
@@ -190,8 +196,15 @@ class Dispatcher:
             self._core.reject(conn.id, 403, "Forbidden: the server refused this connection\n")
         elif not self._core.accept(conn.id):
             # The handshake is gone (client left, or on_connect took longer than
-            # handshake_timeout): no further event will come for it.
+            # handshake_timeout): no further event will come for it. on_connect said yes,
+            # so it may have set things up: on_disconnect lets it clean them up.
             self._conns.pop(conn.id, None)
+            hook = self._app._on_disconnect
+            if hook is not None:
+                reason = "the handshake ended before on_connect decided (handshake_timeout)"
+                pending = _call(hook, "on_disconnect", conn, 1006, reason)
+                if pending is not None:
+                    asyncio.run_coroutine_threadsafe(pending, self._loop)
 
     def _refuse(self, conn: Connection, exc: BaseException) -> None:
         self._conns.pop(conn.id, None)

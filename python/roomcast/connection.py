@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from urllib.parse import parse_qsl
 
 from ._payload import encode
@@ -55,7 +55,7 @@ class Connection:
     object in every hook of one connection's life.
     """
 
-    __slots__ = ("__weakref__", "_core", "id", "request", "state", "subprotocol")
+    __slots__ = ("__weakref__", "_core", "_sink", "id", "request", "state", "subprotocol")
 
     def __init__(self, core: Core, conn_id: int, info: InfoTuple) -> None:
         self._core = core
@@ -63,6 +63,9 @@ class Connection:
         self.request: Request = Request._from_info(info)
         self.subprotocol: Optional[str] = info[5]
         self.state: dict[str, Any] = {}
+        # When set, this connection's messages go here instead of the message hooks (a
+        # blocking reader such as a dwebsocket-style Django view takes them).
+        self._sink: Optional[Callable[[Union[str, bytes]], None]] = None
 
     @property
     def path(self) -> str:

@@ -1,0 +1,1 @@
+"""Import paths of dwebsocket kept for drop-in use."""
