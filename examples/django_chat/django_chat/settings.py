@@ -60,3 +60,5 @@ USE_TZ = True
 
 # The event-driven side (chat/ws.py): WebSocket paths that no view in urls.py takes.
 ROOMCAST_APP = "chat.ws:app"
+# Open dwebsocket-style view sockets at once (each holds a thread); more get 503.
+ROOMCAST_VIEW_THREADS = int(os.environ.get("ROOMCAST_VIEW_THREADS", "1000"))
