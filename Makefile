@@ -33,8 +33,8 @@ test: wheel
 dev: $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 
-lint: $(PY)
-	$(PY) -m pip install -q '.[dev]'
+lint: wheel
+	$(PY) -m pip install -q "$$(ls $(WHEELS)/roomcast-*.whl)[dev]"
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo clippy --locked --features python --all-targets -- -D warnings
