@@ -21,13 +21,15 @@ wheel: $(PY)
 	rm -rf $(WHEELS)
 	$(PY) -m pip wheel -q --no-deps -w $(WHEELS) .
 
-# Install roomcast with its test tools, then run every test: Rust core, Python, then the Django
-# suite under Django 4.2 LTS and the newest Django (a venv each).
+# Install roomcast with its test tools, then run every test: the Rust core; the Python suite
+# here and on the oldest and newest CPython the machine has; the Django suite under Django 4.2
+# LTS and the newest Django (tests/matrix.sh: a venv each, all from the one wheel).
 test: wheel
 	$(PY) -m pip install -q "$$(ls $(WHEELS)/roomcast-*.whl)[test]"
 	cargo test --locked
 	$(PY) -m pytest
-	tests/django/matrix.sh "$$(ls $(WHEELS)/roomcast-*.whl)" $(VENV)-django
+	tests/matrix.sh pythons "$$(ls $(WHEELS)/roomcast-*.whl)" $(VENV)
+	tests/matrix.sh django "$$(ls $(WHEELS)/roomcast-*.whl)" $(VENV)
 
 # Editable install for working on the package (rebuild the Rust part with `maturin develop`).
 dev: $(PY)
@@ -53,4 +55,4 @@ bench-quick:
 	benches/.venv/bin/python benches/run.py --quick
 
 clean:
-	rm -rf $(VENV) $(VENV)-wheels $(VENV)-django-* target
+	rm -rf $(VENV) $(VENV)-wheels $(VENV)-py-* $(VENV)-django* target

@@ -15,7 +15,7 @@ import pytest
 
 import roomcast
 
-# tests/django runs on its own, once per Django version (tests/django/matrix.sh).
+# tests/django runs on its own, once per Django version (tests/matrix.sh django).
 collect_ignore = ["django"]
 
 

@@ -1,49 +1,89 @@
 #!/usr/bin/env bash
-# The Django tests under Django 4.2 LTS and the newest Django, each in a venv of its own with the
-# roomcast wheel that `make test` built. Usage: tests/django/matrix.sh WHEEL VENV_PREFIX
+# The test suites on other interpreters and Django versions, each in a venv of its own with the
+# one roomcast wheel `make test` built (abi3: the same file for every CPython >= 3.9).
+#
+#   tests/matrix.sh pythons WHEEL VENV_PREFIX   the main suite on the oldest and newest CPython
+#   tests/matrix.sh django  WHEEL VENV_PREFIX   tests/django on Django 4.2 LTS and the newest
+#
+# Interpreters come from PATH or pyenv. One that is missing is skipped with a message, except
+# under CI=true, where it is an error.
 set -euo pipefail
-wheel="$1"
-prefix="$2"
-here="$(cd "$(dirname "$0")" && pwd)"
-tools=(pytest pytest-timeout "websockets>=13" pytest-django)
+what="$1"
+wheel="$2"
+prefix="$3"
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
-# An interpreter of at least 3.$1: on PATH, else one pyenv installed.
-find_python() {
-    local minor
-    for minor in 13 12 11 10; do
-        [ "$minor" -ge "$1" ] || continue
-        if command -v "python3.$minor" >/dev/null 2>&1 && "python3.$minor" -c '' 2>/dev/null; then
-            echo "python3.$minor"; return 0
-        fi
-        local root
-        root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
-        for p in "$root"/versions/3."$minor".*/bin/python3; do
-            [ -x "$p" ] && { echo "$p"; return 0; }
-        done
+# Prints an interpreter whose version is exactly 3.$1, if this machine has one.
+python_exactly() {
+    local minor="$1" p
+    if command -v "python3.$minor" >/dev/null 2>&1 && "python3.$minor" -c '' 2>/dev/null; then
+        echo "python3.$minor"; return 0
+    fi
+    for p in "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3."$minor".*/bin/python3; do
+        [ -x "$p" ] && { echo "$p"; return 0; }
     done
-    # python3 itself may be new enough.
-    python3 -c "import sys; sys.exit(sys.version_info < (3, $1))" && echo python3 && return 0
+    python3 -c "import sys; sys.exit(sys.version_info[:2] != (3, $minor))" 2>/dev/null \
+        && echo python3 && return 0
     return 1
 }
 
-run() {
-    local name="$1" django="$2" min_minor="$3"
-    local python
-    if ! python="$(find_python "$min_minor")"; then
-        if [ "${CI:-}" = "true" ]; then
-            echo "django tests: no Python >= 3.$min_minor for $django" >&2; exit 1
-        fi
-        echo "django tests: SKIPPED $django (needs Python >= 3.$min_minor; install one with pyenv)"
-        return 0
-    fi
-    local venv="$prefix-$name"
-    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel"
-    "$venv/bin/python" -m pip install -q "$wheel" "$django" "${tools[@]}"
-    echo "django tests: $("$venv/bin/python" -c 'import django, sys; print(f"Django {django.get_version()} on Python {sys.version.split()[0]}")')"
-    (cd "$here" && "$venv/bin/python" -m pytest -q)
+# The newest (or, with "oldest", the oldest) of 3.$2 .. 3.$3 this machine has.
+python_between() {
+    local order="$1" lo="$2" hi="$3" minor minors
+    if [ "$order" = oldest ]; then minors="$(seq "$lo" "$hi")"; else minors="$(seq "$hi" -1 "$lo")"; fi
+    for minor in $minors; do
+        python_exactly "$minor" && return 0
+    done
+    return 1
 }
 
-run django42 "Django>=4.2,<5" 10
-run django-newest "Django>=6.1" 12
+missing() {
+    if [ "${CI:-}" = "true" ]; then
+        echo "matrix: $1" >&2; exit 1
+    fi
+    echo "matrix: SKIPPED: $1 (install it with pyenv to run these tests)"
+}
+
+# venv NAME PYTHON PACKAGES...: a venv with the wheel and PACKAGES installed.
+venv() {
+    local venv="$prefix-$1" python="$2"; shift 2
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip >&2
+    "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel" >&2
+    "$venv/bin/python" -m pip install -q "$@" >&2
+    echo "$venv/bin/python"
+}
+
+case "$what" in
+pythons)
+    for order in oldest newest; do
+        if ! python="$(python_between "$order" 9 13)"; then
+            missing "no CPython 3.9-3.13 for the $order run"; continue
+        fi
+        py="$(venv "py-$order" "$python" "$wheel[test]")"
+        echo "matrix: main suite on $("$py" -c 'import sys; print("CPython", sys.version.split()[0])') ($order supported here)"
+        (cd "$root" && "$py" -m pytest -q -p no:cacheprovider)
+    done
+    ;;
+django)
+    tools=(pytest pytest-timeout "websockets>=13" pytest-django)
+    # Django 4.2 LTS on the oldest Python it and pytest-django support; the newest on the newest.
+    if python="$(python_between oldest 10 13)"; then
+        py="$(venv django42 "$python" "$wheel" "Django>=4.2,<5" "${tools[@]}")"
+        echo "matrix: $("$py" -c 'import django, sys; print(f"Django {django.get_version()} on CPython {sys.version.split()[0]}")')"
+        (cd "$root/tests/django" && "$py" -m pytest -q)
+    else
+        missing "no CPython >= 3.10 for Django 4.2"
+    fi
+    if python="$(python_between newest 12 13)"; then
+        py="$(venv django-newest "$python" "$wheel" "Django>=6.1" "${tools[@]}")"
+        echo "matrix: $("$py" -c 'import django, sys; print(f"Django {django.get_version()} on CPython {sys.version.split()[0]}")')"
+        (cd "$root/tests/django" && "$py" -m pytest -q)
+    else
+        missing "no CPython >= 3.12 for the newest Django"
+    fi
+    ;;
+*)
+    echo "usage: tests/matrix.sh pythons|django WHEEL VENV_PREFIX" >&2; exit 2
+    ;;
+esac
