@@ -45,7 +45,7 @@ def test_a_slow_reader_hitting_the_queue_bound_is_closed_with_1013(start, caplog
     found = wait_for(lambda: [c for c in closed if c[0] == slow_conn.id], what="on_disconnect")
     assert found[0][1] == 1013
     assert "queue full" in found[0][2]
-    assert any("outbound queue full" in x and "1013" in x for x in log_lines(caplog))
+    wait_for(lambda: any("outbound queue full" in x and "1013" in x for x in log_lines(caplog)))
     slow.close()
 
 

@@ -48,7 +48,7 @@ def test_a_silent_client_is_reaped_and_an_answering_one_stays(start, caplog):
             time.sleep(INTERVAL / 3)
         assert opened[0] not in closed
         answering.ping().wait(5)
-    assert any("heartbeat timeout" in x for x in log_lines(caplog))
+    wait_for(lambda: any("heartbeat timeout" in x for x in log_lines(caplog)), what="log line")
 
 
 def test_idle_client_answering_only_pings_stays(start):

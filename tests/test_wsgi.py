@@ -100,7 +100,8 @@ def test_limits_body_size_chunked_and_timeout(start, caplog):
     status, _, body = request(server.port, "GET", "/slow")
     assert status == 504
     release.set()
-    assert any("http_timeout" in line for line in log_lines(caplog))
+    # The core's log lines reach Python's logging through a pump thread: wait for it.
+    wait_for(lambda: any("http_timeout" in line for line in log_lines(caplog)), what="log line")
 
 
 def test_a_full_queue_answers_503(start, caplog):
@@ -133,4 +134,4 @@ def test_a_full_queue_answers_503(start, caplog):
     for t in [first, *others]:
         t.join(10)
     assert sorted(results) == [200, 200, 503]
-    assert any("wait for the application; 503" in line for line in log_lines(caplog))
+    wait_for(lambda: any("wait for the application; 503" in x for x in log_lines(caplog)))
