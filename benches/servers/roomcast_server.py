@@ -1,10 +1,12 @@
 """roomcast under the benchmark protocol (benches/PROTOCOL.md).
 
-    python roomcast_server.py PORT [--relay]
+    python roomcast_server.py PORT [--relay | --chat-preset]
 
 Default: every path goes through ordinary sync Python hooks (join in on_connect, echo and
 broadcast in on_message). With --relay, /sub, /pub and /chat are relays handled in Rust with
-no Python in the path (scenario c); /echo still echoes through its hook.
+no Python in the path; /echo still echoes through its hook. With --chat-preset the server is
+`roomcast.presets.chat()` and nothing else: every path speaks the chat protocol, handled in
+Rust with no Python in the path (scenario c; benches/PROTOCOL.md, "Chat protocol").
 """
 
 import os
@@ -14,11 +16,19 @@ import roomcast
 
 port = int(sys.argv[1])
 relay = "--relay" in sys.argv[2:]
-app = roomcast.Server(
-    heartbeat_interval=float(os.environ.get("ROOMCAST_HEARTBEAT", "30")),
-    io_threads=int(os.environ.get("ROOMCAST_IO_THREADS", "1")),
-    workers=int(os.environ.get("ROOMCAST_WORKERS", "2")),
-)
+settings = {
+    "heartbeat_interval": float(os.environ.get("ROOMCAST_HEARTBEAT", "30")),
+    "io_threads": int(os.environ.get("ROOMCAST_IO_THREADS", "1")),
+    "workers": int(os.environ.get("ROOMCAST_WORKERS", "2")),
+}
+
+if "--chat-preset" in sys.argv[2:]:
+    from roomcast import presets
+
+    presets.chat(**settings).run(host="127.0.0.1", port=port)
+    sys.exit(0)
+
+app = roomcast.Server(**settings)
 
 if relay:
     app.relay("/sub", "bench", echo=False)

@@ -1,5 +1,9 @@
 //! The `fanout` scenario: many /sub connections, one /pub connection that keeps `window`
 //! messages in flight, a message being complete once every subscriber has received it.
+//!
+//! With `--protocol chat` every connection (on `/`) enters room `bench`, the publisher last:
+//! the publisher is a member too, so the server delivers each message to subs + 1 connections
+//! (the publisher's own copy is read and not counted); `deliveries` are the subscribers'.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -13,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::chatproto::{self, Proto, Received};
 use crate::conn::{self, ConnectOpts, Target, Ws};
 use crate::payload::{self, Header, PayloadWriter};
 use crate::peer::{CLOSE_GRACE, DRAIN_NS, STALL_NS};
@@ -20,6 +25,7 @@ use crate::stats::{Clock, CpuMark, Recorder, Window};
 use crate::{Outcome, Timing};
 
 pub struct FanoutArgs {
+    pub proto: Proto,
     pub subs: usize,
     pub window: u32,
     pub size: usize,
@@ -34,6 +40,7 @@ struct Entry {
 }
 
 struct Shared {
+    proto: Proto,
     clock: Clock,
     window: Window,
     drain_end_ns: u64,
@@ -49,6 +56,8 @@ struct Shared {
     published_win: Cell<u64>,
     deliveries_win: Cell<u64>,
     abandoned: Cell<u64>,
+    /// Protocol frames that carry no payload (chat: `enter`, `heartbeat`, `out`).
+    skipped: Cell<u64>,
     progress: Notify,
     stopped: Cell<bool>,
     done: Cell<bool>,
@@ -118,10 +127,22 @@ impl Shared {
 }
 
 pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Option<u32>, clock: Clock) -> Outcome {
+    let (sub_path, pub_path) = match a.proto {
+        Proto::Raw => ("/sub", "/pub"),
+        Proto::Chat => ("/", "/"),
+    };
     let rec = Recorder::new();
-    let (subs, mut connect_errors) = conn::open_traffic(&target, "/sub", a.subs, a.size, &rec, "connect /sub").await;
+    let (mut subs, mut connect_errors) =
+        conn::open_traffic(&target, sub_path, a.subs, a.size, &rec, "connect subscriber").await;
     eprintln!("loadgen: {} of {} subscribers connected", subs.len(), a.subs);
+    if a.proto == Proto::Chat && !subs.is_empty() {
+        let (entered, failed) = chatproto::enter_all(subs, "s", "bench", &rec).await;
+        eprintln!("loadgen: {} subscribers entered room bench", entered.len());
+        subs = entered;
+        connect_errors += failed;
+    }
     let mut out = Map::new();
+    out.insert("protocol".into(), json!(a.proto.name()));
     out.insert("subs".into(), json!(a.subs));
     out.insert("subs_ok".into(), json!(subs.len()));
     out.insert("window".into(), json!(a.window));
@@ -129,13 +150,20 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
     let publisher = if subs.is_empty() {
         None
     } else {
-        // Let the server register every subscriber in the room before publishing.
-        sleep(Duration::from_millis(500)).await;
-        match conn::connect(&target, "/pub", conn::traffic_config(a.size), ConnectOpts::default()).await {
+        if a.proto == Proto::Raw {
+            // Let the server register every subscriber in the room before publishing.
+            sleep(Duration::from_millis(500)).await;
+        }
+        let connected = conn::connect(&target, pub_path, conn::traffic_config(a.size), ConnectOpts::default()).await;
+        let entered = match (connected, a.proto) {
+            (Ok(mut ws), Proto::Chat) => chatproto::enter(&mut ws, "pub", "bench").await.map(|()| ws),
+            (r, _) => r,
+        };
+        match entered {
             Ok(ws) => Some(ws),
             Err(e) => {
                 connect_errors += 1;
-                rec.error("connect /pub", e);
+                rec.error("publisher", e);
                 None
             }
         }
@@ -148,6 +176,7 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
 
     let window = Window::after_warmup(clock.now_ns(), timing.warmup, timing.duration);
     let sh = Rc::new(Shared {
+        proto: a.proto,
         clock,
         window,
         drain_end_ns: window.end_ns + DRAIN_NS,
@@ -160,6 +189,7 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
         published_win: Cell::new(0),
         deliveries_win: Cell::new(0),
         abandoned: Cell::new(0),
+        skipped: Cell::new(0),
         progress: Notify::new(),
         stopped: Cell::new(false),
         done: Cell::new(false),
@@ -192,6 +222,9 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
     out.insert("deliveries".into(), json!(delivered));
     out.insert("lost".into(), json!(lost));
     out.insert("abandoned".into(), json!(sh.abandoned.get()));
+    if a.proto == Proto::Chat {
+        out.insert("skipped_frames".into(), json!(sh.skipped.get()));
+    }
     out.insert("measured_s".into(), json!(window.secs()));
     sh.rec.fill(&mut out);
     Outcome { out, connected: true }
@@ -224,9 +257,16 @@ async fn subscriber(sh: Rc<Shared>, mut ws: Ws) {
             continue;
         };
         let now = clock.now_ns();
-        let Some(h) = payload::parse(data) else {
-            sh.rec.error("subscriber", "payload without loadgen header");
-            continue;
+        let h = match chatproto::decode(sh.proto, data) {
+            Received::Payload(h) => h,
+            Received::Skip => {
+                sh.skipped.set(sh.skipped.get() + 1);
+                continue;
+            }
+            Received::Bad(e) => {
+                sh.rec.error("subscriber", e);
+                continue;
+            }
         };
         if sh.window.contains(h.sent_ns) {
             sh.deliveries_win.set(sh.deliveries_win.get() + 1);
@@ -267,7 +307,10 @@ async fn publish(sh: Rc<Shared>, ws: Ws, win: u32, size: usize) {
 
 async fn publish_loop(sh: &Shared, sink: &mut SplitSink<Ws, Message>, win: u32, size: usize) -> Result<(), String> {
     let clock = sh.clock;
-    let mut pw = PayloadWriter::new(size);
+    let mut pw = match sh.proto {
+        Proto::Raw => PayloadWriter::new(size),
+        Proto::Chat => PayloadWriter::framed(size, chatproto::MESSAGE_PREFIX, chatproto::MESSAGE_SUFFIX),
+    };
     loop {
         let now = clock.now_ns();
         if now >= sh.window.end_ns {
@@ -303,7 +346,8 @@ async fn publish_loop(sh: &Shared, sink: &mut SplitSink<Ws, Message>, win: u32, 
     }
 }
 
-/// Keeps reading the publisher's connection (the server sends it nothing but pings).
+/// Keeps reading the publisher's connection: the server sends it pings, and with the chat
+/// protocol its own copy of every message (read and dropped, not counted).
 async fn drain_publisher(sh: &Shared, stream: &mut SplitStream<Ws>) -> bool {
     let drain = sleep_until(sh.clock.at(sh.drain_end_ns));
     tokio::pin!(drain);

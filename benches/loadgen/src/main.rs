@@ -1,6 +1,7 @@
 //! Command line of the WebSocket load generator: parses options, raises RLIMIT_NOFILE, runs one
 //! scenario on a single-threaded runtime under an overall deadline and prints one JSON line.
 
+mod chatproto;
 mod conn;
 mod fanout;
 mod handshake;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value, json};
 
+use crate::chatproto::Proto;
 use crate::conn::Target;
 use crate::stats::Clock;
 
@@ -89,6 +91,10 @@ enum Cmd {
         /// Published messages in flight (complete when every subscriber has it).
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
         window: u32,
+        /// raw: /sub and /pub of the benchmark protocol; chat: everyone (publisher too) enters
+        /// room `bench` of the chat protocol on `/` and messages are JSON `message` events.
+        #[arg(long, value_enum, default_value_t = Proto::Raw)]
+        protocol: Proto,
     },
     /// Connections to /chat, each keeping --window of its own messages in flight.
     Chat {
@@ -100,6 +106,10 @@ enum Cmd {
         /// Own messages in flight per member (complete when it gets its own copy back).
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
         window: u32,
+        /// raw: /chat of the benchmark protocol; chat: members enter room `chat` of the chat
+        /// protocol on `/` and messages are JSON `message` events.
+        #[arg(long, value_enum, default_value_t = Proto::Raw)]
+        protocol: Proto,
     },
     /// Loops of connect + handshake on /echo + reset (SO_LINGER 0).
     Handshake {
@@ -188,15 +198,15 @@ async fn run(cmd: Cmd, clock: Clock) -> Result<Outcome, String> {
     let (pid, timing, size) = (c.server_pid, c.timing(), c.size as usize);
     Ok(match cmd {
         Cmd::Echo { conns, window, .. } => {
-            let a = peer::PeerArgs { kind: peer::Kind::Echo, conns: conns as usize, window, size };
+            let a = peer::PeerArgs { kind: peer::Kind::Echo, proto: Proto::Raw, conns: conns as usize, window, size };
             peer::run(a, target, timing, pid, clock).await
         }
-        Cmd::Chat { conns, window, .. } => {
-            let a = peer::PeerArgs { kind: peer::Kind::Chat, conns: conns as usize, window, size };
+        Cmd::Chat { conns, window, protocol, .. } => {
+            let a = peer::PeerArgs { kind: peer::Kind::Chat, proto: protocol, conns: conns as usize, window, size };
             peer::run(a, target, timing, pid, clock).await
         }
-        Cmd::Fanout { subs, window, .. } => {
-            let a = fanout::FanoutArgs { subs: subs as usize, window, size };
+        Cmd::Fanout { subs, window, protocol, .. } => {
+            let a = fanout::FanoutArgs { proto: protocol, subs: subs as usize, window, size };
             fanout::run(a, target, timing, pid, clock).await
         }
         Cmd::Handshake { concurrency, .. } => handshake::run(concurrency as usize, target, timing, pid, clock).await,

@@ -1,5 +1,6 @@
 //! The `echo` and `chat` scenarios: every connection keeps `window` of its own messages in
 //! flight (a message completes when its sender gets it back) and counts what it receives.
+//! With `--protocol chat` the chat members first `enter` the room and speak JSON frames.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -13,6 +14,7 @@ use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::chatproto::{self, Proto, Received};
 use crate::conn::{self, Target, Ws};
 use crate::payload::{self, Header, PayloadWriter};
 use crate::stats::{Clock, CpuMark, Recorder, Window};
@@ -34,6 +36,7 @@ pub enum Kind {
 
 pub struct PeerArgs {
     pub kind: Kind,
+    pub proto: Proto,
     pub conns: usize,
     pub window: u32,
     pub size: usize,
@@ -41,6 +44,7 @@ pub struct PeerArgs {
 
 struct Shared {
     kind: Kind,
+    proto: Proto,
     clock: Clock,
     window: Window,
     drain_end_ns: u64,
@@ -57,6 +61,8 @@ struct Shared {
     recv_win: Cell<u64>,
     own_win: Cell<u64>,
     abandoned: Cell<u64>,
+    /// Protocol frames that carry no payload (chat: `enter`, `heartbeat`, `out`).
+    skipped: Cell<u64>,
     writers: Cell<usize>,
     done: Cell<bool>,
     done_notify: Notify,
@@ -116,30 +122,41 @@ impl Flow {
 }
 
 pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option<u32>, clock: Clock) -> Outcome {
-    let path = match a.kind {
-        Kind::Echo => "/echo",
-        Kind::Chat => "/chat",
+    // The chat protocol is not routed by path: the preset accepts it on every path.
+    let proto = if a.kind == Kind::Echo { Proto::Raw } else { a.proto };
+    let path = match (a.kind, proto) {
+        (Kind::Echo, _) => "/echo",
+        (Kind::Chat, Proto::Raw) => "/chat",
+        (Kind::Chat, Proto::Chat) => "/",
     };
     let rec = Recorder::new();
-    let (wss, connect_errors) = conn::open_traffic(&target, path, a.conns, a.size, &rec, "connect").await;
+    let (mut wss, mut connect_errors) = conn::open_traffic(&target, path, a.conns, a.size, &rec, "connect").await;
     eprintln!("loadgen: {} of {} connections to {path} open", wss.len(), a.conns);
     let mut out = Map::new();
+    out.insert("protocol".into(), json!(proto.name()));
     out.insert("conns".into(), json!(a.conns));
-    out.insert("conns_ok".into(), json!(wss.len()));
-    out.insert("connect_errors".into(), json!(connect_errors));
     out.insert("window".into(), json!(a.window));
     out.insert("size".into(), json!(a.size));
+    if proto == Proto::Chat && !wss.is_empty() {
+        // Each member is in the room once its own `enter` comes back.
+        let (entered, failed) = chatproto::enter_all(wss, "c", "chat", &rec).await;
+        eprintln!("loadgen: {} members entered room chat", entered.len());
+        wss = entered;
+        connect_errors += failed;
+    } else if a.kind == Kind::Chat && !wss.is_empty() {
+        // Give the server time to register every member of the room.
+        sleep(Duration::from_millis(500)).await;
+    }
+    out.insert("conns_ok".into(), json!(wss.len()));
+    out.insert("connect_errors".into(), json!(connect_errors));
     if wss.is_empty() {
         rec.fill(&mut out);
         return Outcome { out, connected: false };
     }
-    if a.kind == Kind::Chat {
-        // Give the server time to register every member of the room.
-        sleep(Duration::from_millis(500)).await;
-    }
     let window = Window::after_warmup(clock.now_ns(), timing.warmup, timing.duration);
     let sh = Rc::new(Shared {
         kind: a.kind,
+        proto,
         clock,
         window,
         drain_end_ns: window.end_ns + DRAIN_NS,
@@ -155,6 +172,7 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         recv_win: Cell::new(0),
         own_win: Cell::new(0),
         abandoned: Cell::new(0),
+        skipped: Cell::new(0),
         writers: Cell::new(wss.len()),
         done: Cell::new(false),
         done_notify: Notify::new(),
@@ -197,6 +215,9 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         }
     }
     out.insert("abandoned".into(), json!(sh.abandoned.get()));
+    if proto == Proto::Chat {
+        out.insert("skipped_frames".into(), json!(sh.skipped.get()));
+    }
     out.insert("measured_s".into(), json!(window.secs()));
     sh.rec.fill(&mut out);
     Outcome { out, connected: true }
@@ -234,7 +255,10 @@ async fn peer(sh: Rc<Shared>, ws: Ws, id: u32) {
 
 async fn write_loop(sh: &Shared, flow: &Flow, sink: &mut SplitSink<Ws, Message>) -> Result<(), tungstenite::Error> {
     let clock = sh.clock;
-    let mut pw = PayloadWriter::new(sh.size);
+    let mut pw = match sh.proto {
+        Proto::Raw => PayloadWriter::new(sh.size),
+        Proto::Chat => PayloadWriter::framed(sh.size, chatproto::MESSAGE_PREFIX, chatproto::MESSAGE_SUFFIX),
+    };
     let mut seq = 0u64;
     loop {
         let now = clock.now_ns();
@@ -303,9 +327,16 @@ async fn read_loop(sh: &Shared, flow: &Flow, stream: &mut SplitStream<Ws>) -> bo
             continue; // ping/pong: tungstenite answers pings itself
         };
         let now = clock.now_ns();
-        let Some(h) = payload::parse(data) else {
-            sh.rec.error("receive", "payload without loadgen header");
-            continue;
+        let h = match chatproto::decode(sh.proto, data) {
+            Received::Payload(h) => h,
+            Received::Skip => {
+                add(&sh.skipped, 1);
+                continue;
+            }
+            Received::Bad(e) => {
+                sh.rec.error("receive", e);
+                continue;
+            }
         };
         add(&sh.recv_all, 1);
         let own = h.sender == flow.id;

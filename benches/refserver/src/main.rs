@@ -1,10 +1,13 @@
 //! Reference WebSocket server: accept loop, handshake routing, per-connection reader/writer tasks.
+//! With `--chat` every path speaks the chat preset's JSON protocol instead (chat.rs).
 
+mod chat;
 mod rooms;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chat::ChatRooms;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rooms::{Room, Rooms, DROPPED};
@@ -36,8 +39,13 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    let Some(port) = std::env::args().nth(1).and_then(|p| p.parse::<u16>().ok()) else {
-        eprintln!("usage: refserver PORT   (env: REFSERVER_THREADS=1, REFSERVER_BUF=16384)");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let port = args.first().and_then(|p| p.parse::<u16>().ok());
+    let chat = args.get(1).map(String::as_str) == Some("--chat");
+    let (Some(port), true) = (port, args.len() == 1 || chat && args.len() == 2) else {
+        eprintln!(
+            "usage: refserver PORT [--chat]   (env: REFSERVER_THREADS=1, REFSERVER_BUF=16384)"
+        );
         std::process::exit(2);
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,13 +53,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("cannot build the tokio runtime");
-    if let Err(e) = runtime.block_on(serve(port)) {
+    if let Err(e) = runtime.block_on(serve(port, chat)) {
         eprintln!("refserver: {e}");
         std::process::exit(1);
     }
 }
 
-async fn serve(port: u16) -> std::io::Result<()> {
+async fn serve(port: u16, chat: bool) -> std::io::Result<()> {
     let buf = env_usize("REFSERVER_BUF", 16 * 1024);
     let mut config = WebSocketConfig::default();
     config.read_buffer_size = buf;
@@ -59,6 +67,7 @@ async fn serve(port: u16) -> std::io::Result<()> {
     config.max_message_size = Some(MAX_MESSAGE);
     config.max_frame_size = Some(MAX_MESSAGE);
     let rooms: &'static Rooms = Box::leak(Box::default());
+    let chat: Option<&'static ChatRooms> = chat.then(|| &*Box::leak(Box::default()));
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     tokio::spawn(report_on_signal());
     let next_id = AtomicU64::new(0);
@@ -74,7 +83,10 @@ async fn serve(port: u16) -> std::io::Result<()> {
         };
         let _ = tcp.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(connection(tcp, id, rooms, config));
+        match chat {
+            Some(chat) => tokio::spawn(chat_connection(tcp, id, chat, config)),
+            None => tokio::spawn(connection(tcp, id, rooms, config)),
+        };
     }
 }
 
@@ -135,6 +147,22 @@ async fn connection(tcp: TcpStream, id: u64, rooms: &'static Rooms, config: WebS
         room.leave(id);
     }
     // Our queue senders are now gone, so the writer drains what is queued and ends.
+}
+
+/// Chat mode: every path is accepted, and the connection speaks the chat protocol.
+async fn chat_connection(
+    tcp: TcpStream,
+    id: u64,
+    rooms: &'static ChatRooms,
+    config: WebSocketConfig,
+) {
+    let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
+        return;
+    };
+    let (sink, stream) = ws.split();
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(write_loop(sink, rx));
+    chat::read_loop(stream, id, rooms, tx).await;
 }
 
 async fn read_loop(
