@@ -85,6 +85,9 @@ pub struct Config {
     pub http_queue: usize,
     /// Time the application has to answer (and a client to send its body); then 504 (408).
     pub http_timeout: Duration,
+    /// A plain HTTP GET of this path answers the server's metrics in Prometheus' text format;
+    /// `None` serves no metrics.
+    pub metrics_path: Option<String>,
 }
 
 impl Default for Config {
@@ -111,6 +114,7 @@ impl Default for Config {
             max_body_size: 10 << 20,
             http_queue: 1024,
             http_timeout: Duration::from_secs(60),
+            metrics_path: None,
         }
     }
 }
@@ -153,6 +157,11 @@ impl Config {
                 return Err("jwt_secret must not be empty (None turns auth off)".into());
             }
         }
+        if let Some(path) = &self.metrics_path {
+            if !path.starts_with('/') {
+                return Err(format!("metrics_path {path:?} must start with '/'"));
+            }
+        }
         if self.http_queue == 0 {
             return Err("http_queue must be at least 1 request".into());
         }
@@ -167,6 +176,10 @@ impl Config {
             None => true,
             Some(paths) => paths.iter().any(|p| p == path) || self.relay_for(path).is_some(),
         }
+    }
+
+    pub fn serves_metrics(&self, path: &str) -> bool {
+        self.metrics_path.as_deref() == Some(path)
     }
 
     pub fn page_for(&self, path: &str) -> Option<&Page> {
@@ -199,6 +212,11 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().contains("heartbeat_interval"));
+        let c = Config {
+            metrics_path: Some("metrics".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("metrics_path"));
     }
 
     #[test]

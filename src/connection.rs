@@ -14,6 +14,7 @@ use crate::events::ConnInfo;
 use crate::frames::{Outgoing, Text};
 use crate::heartbeat::Beat;
 use crate::hub::Hub;
+use crate::metrics::{Metrics, Traffic, TrafficTotals};
 use crate::signal::Signal;
 use crate::ConnId;
 
@@ -44,6 +45,10 @@ pub struct ConnHandle {
     pub(crate) paused: AtomicBool,
     pub(crate) open: AtomicBool,
     dropped: AtomicU64,
+    /// Data messages in and out; the reader and the writer each write their half.
+    pub(crate) traffic: Traffic,
+    /// The server's counters, for the events a handle sees (overflow, heartbeat timeout).
+    metrics: Arc<Metrics>,
     // std Mutex: set once per connection, read by the reader and writer, never across .await.
     close_request: Mutex<Option<CloseRequest>>,
     /// Tells the writer to send the Close frame now, ahead of the queue.
@@ -73,6 +78,8 @@ impl ConnHandle {
             paused: AtomicBool::new(false),
             open: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
+            traffic: Traffic::default(),
+            metrics: hub.metrics.clone(),
             close_request: Mutex::new(None),
             urgent: Signal::default(),
             closing: Signal::default(),
@@ -91,6 +98,11 @@ impl ConnHandle {
     /// Messages dropped by the `drop` overflow policy.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// This connection's traffic so far, its overflow drops included.
+    pub fn traffic_totals(&self) -> TrafficTotals {
+        self.traffic.totals(self.dropped())
     }
 
     /// Queues a frame without waiting. A full queue applies the overflow policy; the return
@@ -120,12 +132,14 @@ impl ConnHandle {
                     "connection {}: outbound queue full ({} frames, {} bytes waiting); closing with 1013 (overflow='close')",
                     self.id, self.queue_size, self.buffered_amount()
                 );
-                self.request_close(
+                if self.request_close(
                     1013,
                     "outbound queue full: client reads too slowly".into(),
                     self.close_timeout,
                     true,
-                );
+                ) {
+                    self.metrics.slow_consumer_closed();
+                }
             }
             OverflowPolicy::Drop => {
                 if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -153,9 +167,10 @@ impl ConnHandle {
         }
     }
 
-    /// Closes now: the Close frame jumps the queue and the client is not waited for.
-    pub fn terminate(&self, code: u16, reason: String) {
-        self.request_close(code, reason, Duration::ZERO, true);
+    /// Closes now: the Close frame jumps the queue and the client is not waited for. False
+    /// if a close had already started.
+    pub fn terminate(&self, code: u16, reason: String) -> bool {
+        self.request_close(code, reason, Duration::ZERO, true)
     }
 
     /// Records the first close request; later ones are ignored (close is idempotent).
@@ -225,12 +240,12 @@ impl Beat for Pulse {
             "connection {id}: heartbeat timeout, nothing received for {:.1} s; closing",
             interval.as_secs_f64()
         );
-        self.handle.terminate(
-            1011,
-            format!(
-                "heartbeat timeout: nothing received for {:.1} s",
-                interval.as_secs_f64()
-            ),
+        let reason = format!(
+            "heartbeat timeout: nothing received for {:.1} s",
+            interval.as_secs_f64()
         );
+        if self.handle.terminate(1011, reason) {
+            self.handle.metrics.heartbeat_timeout();
+        }
     }
 }

@@ -130,7 +130,7 @@ pub struct Limits {
 }
 
 /// Reads the body, hands the request over, writes the answer. `leftover` holds the bytes read
-/// past the head.
+/// past the head. Returns the status answered; `None` when the client left first.
 pub async fn serve(
     exchange: &HttpExchange,
     limits: &Limits,
@@ -138,7 +138,7 @@ pub async fn serve(
     request: Request,
     leftover: Vec<u8>,
     peer: SocketAddr,
-) {
+) -> Option<u16> {
     let body = match read_body(stream, &request, leftover, limits).await {
         Ok(body) => body,
         Err(Some(reply)) => {
@@ -149,9 +149,10 @@ pub async fn serve(
                 reply.status,
                 reply.body.trim_end()
             );
-            return write_all(stream, &reply.to_bytes()).await;
+            write_all(stream, &reply.to_bytes()).await;
+            return Some(reply.status);
         }
-        Err(None) => return, // the client left
+        Err(None) => return None, // the client left
     };
     let head_only = request.method == "HEAD";
     let summary = format!("{} {}", request.method, request.path);
@@ -171,13 +172,15 @@ pub async fn serve(
             exchange.limit
         );
         let reply = Reply::new(503, "the server is busy; retry shortly\n");
-        return write_all(stream, &reply.to_bytes()).await;
+        write_all(stream, &reply.to_bytes()).await;
+        return Some(503);
     };
     let response = match tokio::time::timeout(limits.timeout, answer).await {
         Ok(Ok(response)) => response,
         Ok(Err(_)) => {
             let reply = Reply::new(503, "the server is shutting down\n");
-            return write_all(stream, &reply.to_bytes()).await;
+            write_all(stream, &reply.to_bytes()).await;
+            return Some(503);
         }
         Err(_) => {
             exchange.forget(id);
@@ -186,11 +189,13 @@ pub async fn serve(
                 limits.timeout.as_secs_f64()
             );
             let reply = Reply::new(504, "the application did not answer in time\n");
-            return write_all(stream, &reply.to_bytes()).await;
+            write_all(stream, &reply.to_bytes()).await;
+            return Some(504);
         }
     };
     log::debug!("{peer}: {summary} answered {}", response.status);
     write_all(stream, &response_bytes(&response, head_only)).await;
+    Some(response.status)
 }
 
 async fn write_all(stream: &mut TcpStream, bytes: &[u8]) {

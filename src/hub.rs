@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::Outgoing;
 use crate::http::HttpExchange;
+use crate::metrics::{self, Metrics, TrafficTotals};
 use crate::rooms::{Rooms, Snapshot};
 use crate::ConnId;
 
@@ -30,10 +31,12 @@ pub struct Hub {
     pub chat: Option<Arc<Chat>>,
     /// Plain HTTP requests for the application (when `http_app` is on).
     pub http: HttpExchange,
+    /// The server's counters (`stats` adds the gauges and the connections' traffic).
+    pub metrics: Arc<Metrics>,
     // The maps below use std locks, not tokio's: they are taken from tokio tasks and Python
     // threads alike, never across an .await, and each critical section only moves pointers.
     // Senders are collected under a lock and used after it is released.
-    conns: Mutex<HashMap<ConnId, Arc<ConnHandle>>>,
+    conns: Mutex<Open>,
     rooms: Mutex<Rooms<Arc<ConnHandle>>>,
     decisions: Mutex<HashMap<ConnId, oneshot::Sender<Decision>>>,
     /// Read on every frame, written when a hook is registered: an RwLock keeps readers parallel.
@@ -46,6 +49,15 @@ pub struct Hub {
     deferred_started: Notify,
     /// A batch ended: flush now.
     deferred_flush: Notify,
+}
+
+/// The open connections, and what the closed ones' traffic added up to: one lock for both,
+/// so a reader summing them never counts a connection twice or not at all, and the totals
+/// never go backwards.
+#[derive(Default)]
+struct Open {
+    handles: HashMap<ConnId, Arc<ConnHandle>>,
+    retired: TrafficTotals,
 }
 
 /// The longest a deferred send waits (a hook that sends, then blocks, still gets it out).
@@ -67,7 +79,8 @@ impl Hub {
             events: Dispatcher::with_deferred_wakeups(limit, true),
             chat,
             http: HttpExchange::new(http_queue),
-            conns: Mutex::new(HashMap::new()),
+            metrics: Arc::new(Metrics::new()),
+            conns: Mutex::new(Open::default()),
             rooms: Mutex::new(Rooms::new()),
             decisions: Mutex::new(HashMap::new()),
             routes: RwLock::new(Arc::new(Routes::default())),
@@ -95,11 +108,16 @@ impl Hub {
     }
 
     pub fn register(&self, handle: Arc<ConnHandle>) {
-        self.conns.lock().unwrap().insert(handle.id, handle);
+        self.conns.lock().unwrap().handles.insert(handle.id, handle);
     }
 
     pub fn unregister(&self, id: ConnId) {
-        self.conns.lock().unwrap().remove(&id);
+        {
+            let mut open = self.conns.lock().unwrap();
+            if let Some(handle) = open.handles.remove(&id) {
+                open.retired += handle.traffic_totals();
+            }
+        }
         self.rooms.lock().unwrap().leave_all(id);
         self.decisions.lock().unwrap().remove(&id);
     }
@@ -122,6 +140,7 @@ impl Hub {
         self.conns
             .lock()
             .unwrap()
+            .handles
             .get(&id)
             .cloned()
             .ok_or(Error::NotOpen(id))
@@ -187,16 +206,16 @@ impl Hub {
     }
 
     pub fn connection_count(&self) -> usize {
-        self.conns.lock().unwrap().len()
+        self.conns.lock().unwrap().handles.len()
     }
 
     /// Sends one frame to every member of `room` but the excluded; returns how many were
     /// queued. The payload is shared, not copied, per member.
     pub fn broadcast_room(&self, room: &str, out: Outgoing, exclude: &[ConnId]) -> usize {
-        match self.rooms.lock().unwrap().snapshot(room) {
-            Some(members) => send_to_room(&members, exclude, out),
-            None => 0,
-        }
+        let members = self.rooms.lock().unwrap().snapshot(room);
+        let n = members.map_or(0, |m| send_to_room(&m, exclude, out));
+        self.metrics.broadcast(n);
+        n
     }
 
     /// Sends one frame to every open connection but the excluded.
@@ -206,7 +225,9 @@ impl Hub {
             .into_iter()
             .filter(|h| !exclude.contains(&h.id))
             .collect();
-        fan_out(&members, out)
+        let n = fan_out(&members, out);
+        self.metrics.broadcast(n);
+        n
     }
 
     /// Every connection with the application-level ping it gets, for a heartbeat sweep.
@@ -220,7 +241,34 @@ impl Hub {
 
     /// Every registered connection, for sweeps and shutdown (used after the lock is released).
     pub fn snapshot(&self) -> Vec<Arc<ConnHandle>> {
-        self.conns.lock().unwrap().values().cloned().collect()
+        self.conns
+            .lock()
+            .unwrap()
+            .handles
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every counter and gauge, read while the server runs. Costs one pass over the open
+    /// connections under the connections' lock (loads only), and the rooms' lock briefly.
+    pub fn stats(&self) -> metrics::Snapshot {
+        let mut s = self.metrics.snapshot();
+        {
+            let open = self.conns.lock().unwrap();
+            s.traffic = open.retired;
+            for handle in open.handles.values() {
+                s.traffic += handle.traffic_totals();
+            }
+        }
+        {
+            let rooms = self.rooms.lock().unwrap();
+            s.rooms = rooms.len() as u64;
+            s.room_members = rooms.memberships() as u64;
+        }
+        s.events_pending = self.events.pending() as u64;
+        s.chat = self.chat.as_ref().map(|c| c.offline_counts());
+        s
     }
 }
 
@@ -260,9 +308,11 @@ impl Hub {
                 .filter(|h| !exclude.contains(&h.id))
                 .collect();
             let n = members.len();
+            self.metrics.broadcast(0);
             self.defer(Deferred::All(members, out));
             return n;
         };
+        self.metrics.broadcast(0);
         let Some(members) = self.rooms.lock().unwrap().snapshot(room) else {
             return 0;
         };
@@ -287,11 +337,13 @@ impl Hub {
                 Deferred::Send(handle, out) => {
                     handle.send(out);
                 }
+                // Counted as broadcasts when deferred; their deliveries now.
                 Deferred::Room(members, exclude, out) => {
-                    send_to_room(&members, &exclude, out);
+                    self.metrics
+                        .delivered(send_to_room(&members, &exclude, out));
                 }
                 Deferred::All(members, out) => {
-                    fan_out(&members, out);
+                    self.metrics.delivered(fan_out(&members, out));
                 }
             }
         }

@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod rooms;
 pub mod server;
 pub mod session;

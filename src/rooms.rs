@@ -11,6 +11,8 @@ use crate::ConnId;
 pub struct Rooms<M> {
     by_room: HashMap<Arc<str>, Room<M>>,
     by_conn: HashMap<ConnId, HashSet<Arc<str>>>,
+    /// Memberships across all rooms, kept as they change so reading it costs nothing.
+    memberships: usize,
 }
 
 /// A shared, read-only copy of a room's members, for broadcasting outside the lock.
@@ -43,6 +45,7 @@ impl<M: Clone> Rooms<M> {
         Self {
             by_room: HashMap::new(),
             by_conn: HashMap::new(),
+            memberships: 0,
         }
     }
 
@@ -56,6 +59,7 @@ impl<M: Clone> Rooms<M> {
         let added = room.members.insert(id, member).is_none();
         if added {
             room.snapshot = None;
+            self.memberships += 1;
         }
         self.by_conn.entry(id).or_default().insert(key);
         added
@@ -67,6 +71,7 @@ impl<M: Clone> Rooms<M> {
             return false;
         };
         let removed = entry.members.remove(&id).is_some();
+        self.memberships -= usize::from(removed);
         entry.snapshot = None;
         if entry.members.is_empty() {
             self.by_room.remove(room);
@@ -85,7 +90,9 @@ impl<M: Clone> Rooms<M> {
         let rooms: Vec<Arc<str>> = self.by_conn.remove(&id).into_iter().flatten().collect();
         for room in &rooms {
             if let Some(entry) = self.by_room.get_mut(room) {
-                entry.members.remove(&id);
+                if entry.members.remove(&id).is_some() {
+                    self.memberships -= 1;
+                }
                 entry.snapshot = None;
                 if entry.members.is_empty() {
                     self.by_room.remove(room);
@@ -93,6 +100,20 @@ impl<M: Clone> Rooms<M> {
             }
         }
         rooms
+    }
+
+    /// Rooms with members.
+    pub fn len(&self) -> usize {
+        self.by_room.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_room.is_empty()
+    }
+
+    /// Memberships across all rooms (a connection in two rooms counts twice).
+    pub fn memberships(&self) -> usize {
+        self.memberships
     }
 
     pub fn count(&self, room: &str) -> usize {
@@ -166,6 +187,7 @@ mod tests {
         assert!(!rooms.leave("nope", 1));
         assert_eq!(rooms.member_ids("a"), vec![2]);
         assert_eq!(rooms.rooms_of(1), vec!["b"]);
+        assert_eq!((rooms.len(), rooms.memberships()), (2, 2));
     }
 
     #[test]
@@ -188,6 +210,7 @@ mod tests {
         assert_eq!(rooms.names(), vec!["b"]);
         assert_eq!(rooms.count("b"), 1);
         assert!(rooms.leave_all(1).is_empty());
+        assert_eq!((rooms.len(), rooms.memberships()), (1, 1));
     }
 
     #[test]

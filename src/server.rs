@@ -249,6 +249,17 @@ mod tests {
             vec![Message::text("deferred"), Message::text("room, deferred")]
         );
 
+        // The counters saw all of it (the writer counts a batch once it is on the socket,
+        // which the client's receipt proves).
+        let stats = hub.stats();
+        assert_eq!((stats.connections_open, stats.connections_accepted), (1, 1));
+        assert_eq!((stats.rooms, stats.room_members), (1, 1));
+        assert_eq!(stats.traffic.messages_received, 1);
+        assert_eq!(stats.traffic.bytes_received, 5);
+        assert_eq!(stats.traffic.messages_sent, 3);
+        assert_eq!(stats.traffic.bytes_sent, 11 + 8 + 14);
+        assert_eq!((stats.broadcasts, stats.deliveries), (3, 2));
+
         server.shutdown(Duration::from_secs(2));
         let close = client_rt.block_on(ws.next()).unwrap().unwrap();
         assert!(matches!(close, Message::Close(Some(f)) if u16::from(f.code) == 1001));
@@ -258,6 +269,11 @@ mod tests {
             [Event::Disconnect { code: 1001, .. }]
         ));
         assert_eq!(hub.room_count("r"), 0);
+        // Closed connections' traffic stays in the totals.
+        let stats = hub.stats();
+        assert_eq!((stats.connections_open, stats.connections_closed), (0, 1));
+        assert_eq!((stats.rooms, stats.room_members), (0, 0));
+        assert_eq!(stats.traffic.messages_sent, 3);
         assert!(
             hub.events.next_batch(None).is_none(),
             "closed after shutdown"

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::chat::session::ChatSession;
-use crate::config::Relay;
+use crate::config::{Page, Relay};
 use crate::connection::ConnHandle;
 use crate::dispatch::Pushed;
 use crate::envelope;
@@ -21,6 +21,7 @@ use crate::frames::{self, FrameReader, FrameWriter, Incoming, Outgoing, ReadErro
 use crate::handshake::{self, Reply};
 use crate::http;
 use crate::hub::Hub;
+use crate::metrics::{exposition, Refusal};
 use crate::ConnId;
 
 /// Frames written before one flush: enough to batch, few enough to keep latency flat.
@@ -32,12 +33,17 @@ struct Lifecycle {
     hub: Arc<Hub>,
     id: ConnId,
     announced: bool,
+    /// The handshake completed: the connection counts as open until this drops.
+    accepted: bool,
     outcome: Option<(u16, String)>,
 }
 
 impl Drop for Lifecycle {
     fn drop(&mut self) {
         self.hub.unregister(self.id);
+        if self.accepted {
+            self.hub.metrics.closed();
+        }
         if self.announced {
             let (code, reason) = self
                 .outcome
@@ -73,30 +79,19 @@ pub async fn serve(
                 reply.status,
                 reply.body.trim_end()
             );
+            hub.metrics.refused(Refusal::Request, reply.status);
             return write_reply(&mut stream, &reply).await;
         }
     };
     if !request.wants_websocket() {
-        if let Some(page) = cfg.page_for(&request.path) {
-            log::debug!("{peer}: {} {} served a page", request.method, request.path);
-            return write_reply(&mut stream, &handshake::page_reply(&request, page)).await;
+        if let Some(status) = plain_http(&hub, &mut stream, request, leftover, peer).await {
+            hub.metrics.http_response(status);
         }
-        if cfg.http_app {
-            let limits = http::Limits {
-                max_body_size: cfg.max_body_size,
-                timeout: cfg.http_timeout,
-            };
-            return http::serve(&hub.http, &limits, &mut stream, request, leftover, peer).await;
-        }
-        log::debug!(
-            "{peer}: plain HTTP {} {} answered with 426",
-            request.method,
-            request.path
-        );
-        return write_reply(&mut stream, &handshake::plain_http_reply(&request)).await;
+        return;
     }
     if !cfg.serves_path(&request.path) {
         log::info!("{peer}: no WebSocket endpoint at {}; 404", request.path);
+        hub.metrics.refused(Refusal::Request, 404);
         let reply = Reply::new(404, format!("no WebSocket endpoint at {}\n", request.path));
         return write_reply(&mut stream, &reply).await;
     }
@@ -108,6 +103,7 @@ pub async fn serve(
                 reply.status,
                 reply.body.trim_end()
             );
+            hub.metrics.refused(Refusal::Request, reply.status);
             return write_reply(&mut stream, &reply).await;
         }
     };
@@ -132,6 +128,7 @@ pub async fn serve(
         hub: hub.clone(),
         id,
         announced: false,
+        accepted: false,
         outcome: None,
     };
 
@@ -144,6 +141,7 @@ pub async fn serve(
             Ok(Ok(Decision::Accept)) => {}
             Ok(Ok(Decision::Reject { status, body })) => {
                 log::info!("connection {id} ({peer}): on_connect refused it with {status}");
+                hub.metrics.refused(Refusal::OnConnect, status);
                 return write_reply(&mut stream, &Reply::new(status, body)).await;
             }
             Ok(Err(_)) | Err(_) => {
@@ -152,6 +150,7 @@ pub async fn serve(
                     "connection {id} ({peer}): on_connect did not decide within {:.1} s; 503",
                     cfg.handshake_timeout.as_secs_f64()
                 );
+                hub.metrics.refused(Refusal::OnConnectTimeout, 503);
                 let reply = Reply::new(
                     503,
                     "the server did not accept the connection in time; retry\n",
@@ -176,6 +175,8 @@ pub async fn serve(
         life.outcome = Some((1006, "connection lost during the handshake".into()));
         return;
     }
+    hub.metrics.accepted();
+    life.accepted = true;
     if shutdown.borrow().is_some() {
         handle.close(1001, "server shutting down".into());
     }
@@ -238,6 +239,42 @@ async fn read_head(
             return Ok(Some((request, buf.split_off(head_len))));
         }
     }
+}
+
+/// Answers a plain HTTP request (no upgrade): the metrics, a page, the WSGI application, or
+/// 426. Returns the status answered; `None` when the client left first.
+async fn plain_http(
+    hub: &Hub,
+    stream: &mut TcpStream,
+    request: handshake::Request,
+    leftover: Vec<u8>,
+    peer: SocketAddr,
+) -> Option<u16> {
+    let cfg = &hub.config;
+    let (method, path) = (&request.method, &request.path);
+    let reply = if cfg.serves_metrics(path) {
+        log::debug!("{peer}: {method} {path} served the metrics");
+        let metrics = Page {
+            path: path.clone(),
+            content_type: exposition::CONTENT_TYPE.into(),
+            body: exposition::render(&hub.stats()),
+        };
+        handshake::page_reply(&request, &metrics)
+    } else if let Some(page) = cfg.page_for(path) {
+        log::debug!("{peer}: {method} {path} served a page");
+        handshake::page_reply(&request, page)
+    } else if cfg.http_app {
+        let limits = http::Limits {
+            max_body_size: cfg.max_body_size,
+            timeout: cfg.http_timeout,
+        };
+        return http::serve(&hub.http, &limits, stream, request, leftover, peer).await;
+    } else {
+        log::debug!("{peer}: plain HTTP {method} {path} answered with 426");
+        handshake::plain_http_reply(&request)
+    };
+    write_reply(stream, &reply).await;
+    Some(reply.status)
 }
 
 async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
@@ -307,11 +344,17 @@ async fn read_loop(
             Some(Err(ReadError::Lost)) => break,
             Some(Err(ReadError::Violation(code, reason))) => {
                 log::info!("connection {id}: {reason}; closing with {code}");
+                hub.metrics.protocol_error(code);
                 handle.terminate(code, reason);
                 break;
             }
         };
         handle.mark_alive();
+        match &incoming {
+            Incoming::Text(text) => handle.traffic.received(text.len()),
+            Incoming::Binary(data) => handle.traffic.received(data.len()),
+            _ => {}
+        }
         let event = match (&mut *mode, incoming) {
             (_, Incoming::Control) => continue,
             (_, Incoming::Close(code, reason)) => {
@@ -410,14 +453,23 @@ async fn write_loop(
         let mut next = Some(first);
         let mut written = 0;
         let mut bytes = 0;
+        // Data messages and their payload, counted once the batch is on the socket.
+        let (mut messages, mut payload) = (0, 0);
         while let Some(item) = next.take() {
-            bytes += item.len();
+            let len = item.len();
+            bytes += len;
+            if let Outgoing::Text(_) | Outgoing::Binary(_) = item {
+                messages += 1;
+                payload += len as u64;
+            }
             let is_close = matches!(item, Outgoing::Close(..));
             if writer.feed(item).await.is_err() {
                 return;
             }
             if is_close {
-                let _ = writer.flush().await;
+                if writer.flush().await.is_ok() {
+                    handle.traffic.sent(messages, payload);
+                }
                 return;
             }
             written += 1;
@@ -430,5 +482,6 @@ async fn write_loop(
         }
         // Written to the socket now: once per batch, not per frame.
         handle.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        handle.traffic.sent(messages, payload);
     }
 }

@@ -54,11 +54,21 @@ def page_id(page: Path) -> str:
     return str(page.relative_to(ROOT))
 
 
-@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def pages_with(*langs: str, test: bool = False) -> list[Path]:
+    """The pages that have blocks of these languages (a page without any is not a test case)."""
+    return [
+        page
+        for page in PAGES
+        if any(lang in langs and (info == "test") == test for lang, info, _ in blocks(page))
+    ]
+
+
+SHELLS = ("sh", "bash", "shell", "console")
+
+
+@pytest.mark.parametrize("page", pages_with("python"), ids=page_id)
 def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
     code = [c for lang, info, c in blocks(page) if lang == "python" and info != "test"]
-    if not code:
-        pytest.skip("no python blocks")
     script = PRELUDE + "\n".join(
         f"# --- block {i}\n{textwrap.dedent(c)}" for i, c in enumerate(code)
     )
@@ -69,11 +79,9 @@ def test_python_blocks_run(page: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, f"{page_id(page)}:\n{done.stdout}\n{done.stderr}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=page_id)
+@pytest.mark.parametrize("page", pages_with("python", test=True), ids=page_id)
 def test_python_test_blocks_pass(page: Path, tmp_path: Path) -> None:
     tests = [c for lang, info, c in blocks(page) if lang == "python" and info == "test"]
-    if not tests:
-        pytest.skip("no test blocks")
     for i, code in enumerate(tests):
         (tmp_path / f"test_block_{i}.py").write_text(textwrap.dedent(code))
     done = subprocess.run(
@@ -127,11 +135,9 @@ def check_shell_line(line: str) -> None:
                 assert not missing, f"pyproject.toml has no extra {missing}: {line}"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=page_id)
+@pytest.mark.parametrize("page", pages_with(*SHELLS), ids=page_id)
 def test_shell_blocks_name_real_commands(page: Path) -> None:
-    found = [c for lang, _, c in blocks(page) if lang in ("sh", "bash", "shell", "console")]
-    if not found:
-        pytest.skip("no shell blocks")
+    found = [c for lang, _, c in blocks(page) if lang in SHELLS]
     for code in found:
         for line in code.replace("\\\n", " ").splitlines():
             check_shell_line(line.strip().removeprefix("$ "))
@@ -140,5 +146,5 @@ def test_shell_blocks_name_real_commands(page: Path) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
 def test_every_block_has_a_known_kind(page: Path) -> None:
     for lang, _, code in blocks(page):
-        known = lang in ("python", "sh", "bash", "shell", "console") or lang in SHOWN_ONLY
+        known = lang == "python" or lang in SHELLS or lang in SHOWN_ONLY
         assert known, f"{page_id(page)}: a ```{lang or '(no language)'} block: {code[:60]!r}"

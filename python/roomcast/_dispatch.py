@@ -7,6 +7,11 @@ in one hook for long, an idle worker takes the rest of its batch. One connection
 are handled in order, one at a time; different connections in parallel. When a hook returns
 a coroutine, the connection is held until it completes on the loop, and then handed back to
 the pool, so an async hook keeps the order too without tying up a worker while it awaits.
+
+Every hook call is timed for ``Server.stats()``: ``call_hook`` (Rust) calls the hook between
+two clock reads and tallies the time in its thread; a worker hands its tally to the core with
+its next ``next_batch``. ``on_connect`` and async hooks (to their completion) are timed here,
+with ``perf_counter``, and handed over at once (``record_hook_times``).
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import logging
 import threading
 from collections.abc import Awaitable
 from functools import partial
+from time import perf_counter as _clock
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ._roomcast import call_hook as _call_hook
 from .connection import Connection
 from .exceptions import Reject
 
@@ -172,22 +179,27 @@ class Dispatcher:
         if hook is None:
             self._decide(conn, True)
             return None
+        start = _clock()
         try:
             result = hook(conn, conn.request)
         except BaseException as exc:
+            self._core.record_hook_times([_connect_time(start, exc)])
             self._refuse(conn, exc)
             return None
         if inspect.isawaitable(result):
-            return self._connect_async(conn, result)
+            return self._connect_async(conn, result, start)
+        self._core.record_hook_times([_clock() - start])
         self._decide(conn, result)
         return None
 
-    async def _connect_async(self, conn: Connection, pending: Awaitable[Any]) -> None:
+    async def _connect_async(self, conn: Connection, pending: Awaitable[Any], start: float) -> None:
         try:
             result = await pending
         except BaseException as exc:
+            self._core.record_hook_times([_connect_time(start, exc)])
             self._refuse(conn, exc)
             return
+        self._core.record_hook_times([_clock() - start])
         self._decide(conn, result)
 
     def _decide(self, conn: Connection, result: Any) -> None:
@@ -203,6 +215,8 @@ class Dispatcher:
             if hook is not None:
                 reason = "the handshake ended before on_connect decided (handshake_timeout)"
                 pending = _call(hook, "on_disconnect", conn, 1006, reason)
+                # On the asyncio loop (an async on_connect), no batch ends: hand the time over.
+                self._core.record_hook_times([])
                 if pending is not None:
                     asyncio.run_coroutine_threadsafe(pending, self._loop)
 
@@ -226,22 +240,33 @@ def _label(name: str) -> str:
     return name if name in ("on_message", "on_disconnect") else f"on({name!r})"
 
 
+def _connect_time(start: float, exc: BaseException) -> float:
+    """An ``on_connect`` that raised: ``Reject`` is its decision, anything else a failure
+    (``-1 - seconds``)."""
+    elapsed = _clock() - start
+    return elapsed if isinstance(exc, Reject) else -1.0 - elapsed
+
+
 def _call(hook: Callable[..., Any], name: str, conn: Connection, *args: Any) -> Optional[Any]:
-    """Calls a hook; returns what must still be awaited when the hook is async."""
+    """Calls a hook (timed); returns what must still be awaited when the hook is async."""
     try:
-        result = hook(conn, *args)
+        result = _call_hook(hook, conn, *args)
     except Exception:
         logger.exception("%s hook raised for connection %s", _label(name), conn.id)
         return None
     if result is None:  # the common case: a sync hook
         return None
     if inspect.isawaitable(result):
-        return _guard(result, name, conn)
+        return _guard(result, name, conn, _clock())
     return None
 
 
-async def _guard(pending: Awaitable[Any], name: str, conn: Connection) -> None:
+async def _guard(pending: Awaitable[Any], name: str, conn: Connection, start: float) -> None:
+    """Runs an async hook on the loop; its time is from its call to its completion."""
     try:
         await pending
     except Exception:
+        conn._core.record_hook_times([-1.0 - (_clock() - start)])
         logger.exception("%s hook raised for connection %s", _label(name), conn.id)
+        return
+    conn._core.record_hook_times([_clock() - start])

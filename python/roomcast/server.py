@@ -51,6 +51,10 @@ class Server:
     - ``workers`` (8 threads for sync hooks), ``mailbox_limit`` (256 events of one
       connection waiting for a hook before the server stops reading from it),
       ``io_threads`` (0 = one per core), ``read_buffer_size``/``write_buffer_size``.
+    - ``metrics_path`` (None = off): a plain HTTP ``GET`` of this path on the server's own
+      port answers ``stats()`` in Prometheus' text format, written by the core without
+      Python (so it answers even while every hook worker is busy). To add the same metrics
+      to an existing registry instead, see ``roomcast.metrics.RoomcastCollector``.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Server:
         io_threads: int = 0,
         read_buffer_size: int = 16 * 1024,
         write_buffer_size: int = 16 * 1024,
+        metrics_path: Optional[str] = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1 (got {workers})")
@@ -93,6 +98,7 @@ class Server:
             "relays": [],
             "chat": None,
             "pages": [],
+            "metrics_path": metrics_path,
         }
         self.shutdown_timeout = shutdown_timeout
         self.workers = workers
@@ -248,6 +254,10 @@ class Server:
     def connection_count(self) -> int:
         return self._core().connection_count()
 
+    def stats(self) -> dict[str, Any]:
+        """The running server's counters and gauges; see ``RunningServer.stats``."""
+        return self._core().stats()
+
     # -- running -----------------------------------------------------------------------------
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
@@ -339,6 +349,36 @@ class RunningServer:
         heard from since the last sweep, close the others): tests of reaping and of the
         JSON heartbeat need not wait an interval. False when the heartbeat is off."""
         return self._core.sweep_now()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (totals since the start) and gauges (now), read from the core while it
+        runs: callable from any thread, cheap enough to poll, nothing is paused or locked
+        for longer than one pass over the open connections. Keys:
+
+        - ``connections_open`` (gauge), ``connections_accepted``, ``connections_closed``;
+          ``connections_refused``: ``{"request": {status: n}, "on_connect": {status: n},
+          "on_connect_timeout": {503: n}}`` (the core's own refusals, such as 404, 408, 431,
+          503; ``on_connect`` returning False (403), raising ``Reject`` or anything else
+          (500); ``on_connect`` not deciding within ``handshake_timeout``).
+        - ``rooms`` and ``room_members`` (gauges; a connection in two rooms counts twice).
+        - ``messages_received``/``bytes_received``, ``messages_sent``/``bytes_sent``: data
+          messages and their payload bytes (sent: written to the socket).
+        - ``broadcasts`` (calls) and ``broadcast_deliveries`` (messages queued for members).
+        - ``messages_dropped`` (``overflow="drop"``), ``slow_consumer_closes`` (1013 by
+          ``overflow="close"``), ``heartbeat_timeouts`` (1011), ``protocol_errors``
+          (``{close code: n}``: 1002 protocol, 1007 bad UTF-8, 1009 too big, 1011).
+        - ``hook_calls``, ``hook_errors`` (calls that raised) and ``hook_duration``:
+          ``{"buckets": [(upper bound in s, cumulative count), ..., (inf, n)], "sum": s,
+          "count": n}``, timed by the dispatcher around each hook call (an async hook: to
+          its completion); a worker hands its times over when it ends its batch.
+        - ``events_pending`` (gauge): events waiting for a hook worker.
+        - ``http_responses``: plain HTTP requests answered on the port (WSGI app, pages,
+          metrics path, 426), ``{"1xx": n, ..., "5xx": n}``.
+        - ``chat``: the chat preset's offline store (``offline_kept``,
+          ``offline_delivered``, ``offline_dropped_full``, ``offline_dropped_expired``,
+          ``offline_waiting``), or None without the preset.
+        """
+        return self._core.stats()
 
     @property
     def url(self) -> str:

@@ -114,10 +114,13 @@ impl ChatSession {
             self.conn.reply(Text::from_static(frame::NOAUTH));
             return None;
         }
-        if hub.routes().events.contains(&event) {
+        let routes = hub.routes();
+        if routes.events.contains(&event) {
             return Some(Event::Routed { event, text });
         }
-        if hub.events.is_scheduled(self.conn.handle.id) {
+        // With no hook at all nothing of this connection can be with Python: skip the
+        // dispatcher's lock on the per-frame path.
+        if routes.any() && hub.events.is_scheduled(self.conn.handle.id) {
             // Earlier frames of this connection are still with the hooks: keep the order.
             return Some(Event::Chat(text));
         }

@@ -126,6 +126,7 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
             "max_body_size" => c.max_body_size = value.extract()?,
             "http_queue" => c.http_queue = value.extract()?,
             "http_timeout" => c.http_timeout = secs(value.extract()?, &key)?.unwrap_or_default(),
+            "metrics_path" => c.metrics_path = value.extract()?,
             "chat" => {
                 let chat: Option<Bound<'_, PyDict>> = value.extract()?;
                 c.chat = chat.as_ref().map(super::chat::config).transpose()?;
@@ -176,6 +177,7 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("http_queue", c.http_queue)?;
     d.set_item("http_timeout", c.http_timeout.as_secs_f64())?;
     d.set_item("pages", Vec::<(String, String, String)>::new())?;
+    d.set_item("metrics_path", c.metrics_path)?;
     Ok(d)
 }
 
@@ -293,10 +295,12 @@ impl Core {
     }
 
     /// Waits (GIL released) for connections with events; `None` after shutdown, or when
-    /// `timeout` passes with nothing to do.
+    /// `timeout` passes with nothing to do. First hands over the hook times this (worker)
+    /// thread tallied since its last call (`call_hook`): one hand-over per batch.
     #[pyo3(signature = (timeout=None))]
     fn next_batch(&self, py: Python<'_>, timeout: Option<f64>) -> Option<Batch> {
         let hub = self.server.hub();
+        super::metrics::flush_hook_tally(hub);
         if in_batch_of(hub) {
             // The previous batch is over: what its hooks sent goes out now, in one pass.
             IN_BATCH.with(|b| b.set(0));
@@ -308,6 +312,18 @@ impl Core {
             batch,
             hub: hub.clone(),
         })
+    }
+
+    /// Hook times measured in Python (`on_connect`'s; an async hook's, to its completion),
+    /// in seconds, `-1 - seconds` for one that raised; also hands over what this thread's
+    /// `call_hook` tallied.
+    fn record_hook_times(&self, times: Vec<f64>) {
+        super::metrics::record_hook_times(self.server.hub(), &times);
+    }
+
+    /// Every counter and gauge, read without stopping anything (`Server.stats`).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        super::metrics::stats(py, &self.server.hub().stats())
     }
 
     fn finish(&self, id: ConnId) {

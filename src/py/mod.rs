@@ -6,6 +6,7 @@ mod core;
 mod errors;
 mod http;
 mod logs;
+mod metrics;
 
 use pyo3::prelude::*;
 
@@ -15,6 +16,7 @@ fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Batch>()?;
     m.add_class::<chat::ChatCore>()?;
     m.add_function(wrap_pyfunction!(core::default_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::call_hook, m)?)?;
     m.add_function(wrap_pyfunction!(http::http_next, m)?)?;
     m.add_function(wrap_pyfunction!(http::http_respond, m)?)?;
     m.add_function(wrap_pyfunction!(logs::next_log_records, m)?)?;

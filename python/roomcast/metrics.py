@@ -1,0 +1,247 @@
+"""Prometheus metrics for a roomcast server, through the ``prometheus_client`` library
+(``pip install 'roomcast[metrics]'``).
+
+Register the collector in the registry your ``/metrics`` endpoint already serves (the
+default one, django-prometheus's, your own), and every scrape reads ``server.stats()``::
+
+    from prometheus_client import REGISTRY
+    from roomcast.metrics import RoomcastCollector
+
+    app = roomcast.Server()
+    REGISTRY.register(RoomcastCollector(app))
+
+Without a registry of your own, ``roomcast.Server(metrics_path="/metrics")`` serves the same
+families on the server's own port, written by the core (src/metrics/exposition.rs). Names
+follow Prometheus' conventions: the ``roomcast_`` prefix, base units (seconds, bytes),
+``_total`` on counters. A ``Server`` that is not running yields no samples (a scrape does not
+fail because the WebSocket server is stopped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Optional, Union
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from .server import RunningServer, Server
+
+__all__ = ["RoomcastCollector"]
+
+_Family = Union[CounterMetricFamily, GaugeMetricFamily]
+
+# (stats key, name without _total, kind, help): the unlabelled families, in exposition order.
+# The help texts are the core's (src/metrics/exposition.rs); tests/test_metrics.py compares
+# the two outputs.
+_TOP = [
+    ("connections_open", "roomcast_connections_open", "gauge", "WebSocket connections open now."),
+    (
+        "connections_accepted",
+        "roomcast_connections_accepted",
+        "counter",
+        "WebSocket handshakes completed.",
+    ),
+    (
+        "connections_closed",
+        "roomcast_connections_closed",
+        "counter",
+        "Accepted WebSocket connections that ended.",
+    ),
+]
+_ROOMS = [
+    ("rooms", "roomcast_rooms", "gauge", "Rooms with members now."),
+    (
+        "room_members",
+        "roomcast_room_members",
+        "gauge",
+        "Room memberships now (a connection in two rooms counts twice).",
+    ),
+    (
+        "messages_received",
+        "roomcast_received_messages",
+        "counter",
+        "Data messages received from clients.",
+    ),
+    (
+        "bytes_received",
+        "roomcast_received_bytes",
+        "counter",
+        "Payload bytes of the data messages received from clients.",
+    ),
+    ("messages_sent", "roomcast_sent_messages", "counter", "Data messages written to clients."),
+    (
+        "bytes_sent",
+        "roomcast_sent_bytes",
+        "counter",
+        "Payload bytes of the data messages written to clients.",
+    ),
+    (
+        "broadcasts",
+        "roomcast_broadcasts",
+        "counter",
+        "Broadcasts to a room or to every connection.",
+    ),
+    (
+        "broadcast_deliveries",
+        "roomcast_broadcast_deliveries",
+        "counter",
+        "Messages queued for members by broadcasts.",
+    ),
+    (
+        "messages_dropped",
+        "roomcast_dropped_messages",
+        "counter",
+        "Messages dropped because a client's queue was full (overflow='drop').",
+    ),
+    (
+        "slow_consumer_closes",
+        "roomcast_slow_consumer_closes",
+        "counter",
+        "Connections closed with 1013 because their queue was full (overflow='close').",
+    ),
+    (
+        "heartbeat_timeouts",
+        "roomcast_heartbeat_timeouts",
+        "counter",
+        "Connections closed with 1011 by the heartbeat: nothing received for an interval.",
+    ),
+]
+_HOOKS = [
+    ("hook_calls", "roomcast_hook_calls", "counter", "Python hook calls."),
+    ("hook_errors", "roomcast_hook_errors", "counter", "Python hook calls that raised."),
+]
+_REFUSED_HELP = (
+    "Connections refused before opening, by reason (request, on_connect, on_connect_timeout)"
+    " and HTTP status."
+)
+_PROTOCOL_HELP = (
+    "Connections closed for breaking the protocol, by close code (1002 protocol, 1007 bad"
+    " UTF-8, 1009 too big)."
+)
+_HOOK_DURATION_HELP = "Time from a hook's call to its return (an async hook's: to its completion)."
+_PENDING_HELP = "Events waiting for a hook worker now."
+_HTTP_HELP = (
+    "Plain HTTP requests answered on the server's port (WSGI app, pages, metrics, 426), by"
+    " status class."
+)
+_CHAT = [
+    (
+        "offline_kept",
+        "roomcast_chat_offline_kept",
+        "counter",
+        "Chat messages kept for members away (one per member and message).",
+    ),
+    (
+        "offline_delivered",
+        "roomcast_chat_offline_delivered",
+        "counter",
+        "Kept chat messages delivered when their member came back.",
+    ),
+]
+_CHAT_DROPPED_HELP = (
+    "Kept chat messages dropped, by reason (full: offline_limit; expired: offline_ttl)."
+)
+_CHAT_WAITING_HELP = "Kept chat messages waiting for their member now."
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it (``repr``; ``+Inf``), as the core does."""
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def _single(key: str, name: str, kind: str, help: str, stats: Optional[dict[str, Any]]) -> Metric:
+    family: _Family
+    if kind == "counter":
+        family = CounterMetricFamily(name, help)
+    else:
+        family = GaugeMetricFamily(name, help)
+    if stats is not None:
+        family.add_metric([], stats[key])
+    return family
+
+
+class RoomcastCollector(Collector):
+    """Yields a roomcast server's ``stats()`` as Prometheus metric families on each scrape.
+
+    ``server`` is a ``roomcast.Server`` (scraped while it runs; nothing while it is
+    stopped) or the ``RunningServer`` that ``start()`` returned. ``collect()`` runs on the
+    scraping thread and costs one ``stats()`` call.
+    """
+
+    def __init__(self, server: Union[Server, RunningServer]) -> None:
+        self._server = server
+
+    def _stats(self) -> Optional[dict[str, Any]]:
+        try:
+            return self._server.stats()
+        except RuntimeError:  # a Server that is not running
+            return None
+
+    def _has_chat(self) -> bool:
+        app = self._server.app if isinstance(self._server, RunningServer) else self._server
+        return app._settings["chat"] is not None
+
+    def describe(self) -> Iterator[Metric]:
+        """The families, without samples (so registering reserves their names even before
+        the server starts)."""
+        return self._families(None, chat=self._has_chat())
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        if stats is None:
+            return iter(())
+        return self._families(stats, chat=stats["chat"] is not None)
+
+    def _families(self, s: Optional[dict[str, Any]], chat: bool) -> Iterator[Metric]:
+        for row in _TOP:
+            yield _single(*row, s)
+        refused = CounterMetricFamily(
+            "roomcast_connections_refused", _REFUSED_HELP, labels=["reason", "status"]
+        )
+        if s is not None:
+            for reason, by_status in s["connections_refused"].items():
+                for status, n in sorted(by_status.items()):
+                    refused.add_metric([reason, str(status)], n)
+        yield refused
+        for row in _ROOMS:
+            yield _single(*row, s)
+        errors = CounterMetricFamily("roomcast_protocol_errors", _PROTOCOL_HELP, labels=["code"])
+        if s is not None:
+            for code, n in sorted(s["protocol_errors"].items()):
+                errors.add_metric([str(code)], n)
+        yield errors
+        for row in _HOOKS:
+            yield _single(*row, s)
+        duration = HistogramMetricFamily("roomcast_hook_duration_seconds", _HOOK_DURATION_HELP)
+        if s is not None:
+            h = s["hook_duration"]
+            buckets = [(_le(le), n) for le, n in h["buckets"]]
+            duration.add_metric([], buckets, sum_value=h["sum"])
+        yield duration
+        yield _single("events_pending", "roomcast_hook_events_pending", "gauge", _PENDING_HELP, s)
+        http = CounterMetricFamily("roomcast_http_responses", _HTTP_HELP, labels=["class"])
+        if s is not None:
+            for cls, n in s["http_responses"].items():
+                http.add_metric([cls], n)
+        yield http
+        if not chat:
+            return
+        c = None if s is None else s["chat"]
+        for row in _CHAT:
+            yield _single(*row, c)
+        dropped = CounterMetricFamily(
+            "roomcast_chat_offline_dropped", _CHAT_DROPPED_HELP, labels=["reason"]
+        )
+        if c is not None:
+            dropped.add_metric(["full"], c["offline_dropped_full"])
+            dropped.add_metric(["expired"], c["offline_dropped_expired"])
+        yield dropped
+        yield _single(
+            "offline_waiting", "roomcast_chat_offline_waiting", "gauge", _CHAT_WAITING_HELP, c
+        )
