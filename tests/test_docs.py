@@ -8,8 +8,9 @@
 - ```sh blocks are checked, not run (they install things or serve forever): every ``roomcast``
   command parses with the real CLI, every ``manage.py runws`` address parses, every ``make``
   target exists, every ``pip install`` extra is declared in pyproject.toml.
-- Other blocks (nginx, systemd, JSON, text) are configuration shown to the reader; they are
-  listed and must be in a language named here, so a new kind gets a decision.
+- ```ini blocks (systemd units): the ``ExecStart=`` command is checked like a shell line.
+- Other blocks (nginx, JSON, text) are configuration shown to the reader, not run; they must be
+  in a language named here, so a new kind gets a decision.
 """
 
 from __future__ import annotations
@@ -141,6 +142,15 @@ def test_shell_blocks_name_real_commands(page: Path) -> None:
     for code in found:
         for line in code.replace("\\\n", " ").splitlines():
             check_shell_line(line.strip().removeprefix("$ "))
+
+
+@pytest.mark.parametrize("page", pages_with("ini"), ids=page_id)
+def test_service_units_start_real_commands(page: Path) -> None:
+    for lang, _, code in blocks(page):
+        for line in code.splitlines() if lang == "ini" else []:
+            if line.startswith("ExecStart="):
+                command = line.removeprefix("ExecStart=").split()
+                check_shell_line(" ".join([Path(command[0]).name, *command[1:]]))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)
