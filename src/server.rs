@@ -249,8 +249,12 @@ mod tests {
             vec![Message::text("deferred"), Message::text("room, deferred")]
         );
 
-        // The counters saw all of it (the writer counts a batch once it is on the socket,
-        // which the client's receipt proves).
+        // The counters saw all of it. The writer counts a batch just after its flush returns,
+        // which can be a moment after the client already read it: wait for that moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while hub.stats().traffic.messages_sent < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let stats = hub.stats();
         assert_eq!((stats.connections_open, stats.connections_accepted), (1, 1));
         assert_eq!((stats.rooms, stats.room_members), (1, 1));
