@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 
@@ -199,6 +200,9 @@ def test_a_client_that_vanishes_is_1006(start):
     app.on_disconnect(lambda conn, code, reason: closed.append(code))
     server = start(app)
     ws = connect(server.url)
+    # No Close frame, just the TCP connection ending. shutdown() first: the client's reader
+    # thread keeps the descriptor busy, and close() alone may not send the FIN.
+    ws.socket.shutdown(socket.SHUT_RDWR)
     ws.socket.close()
     wait_for(lambda: closed, what="on_disconnect")
     assert closed == [1006]
