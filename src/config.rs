@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::broker::BrokerConfig;
 use crate::chat::ChatConfig;
 
 /// What to do when a connection's outbound queue is full (the client reads slower than we send).
@@ -88,6 +89,11 @@ pub struct Config {
     /// A plain HTTP GET of this path answers the server's metrics in Prometheus' text format;
     /// `None` serves no metrics.
     pub metrics_path: Option<String>,
+    /// Bind with SO_REUSEPORT, so several processes (`--workers N`) share one port and the
+    /// kernel spreads new connections across them.
+    pub reuse_port: bool,
+    /// Rooms shared with other nodes through Redis (`broker/`); `None` keeps them local.
+    pub broker: Option<BrokerConfig>,
 }
 
 impl Default for Config {
@@ -115,6 +121,8 @@ impl Default for Config {
             http_queue: 1024,
             http_timeout: Duration::from_secs(60),
             metrics_path: None,
+            reuse_port: false,
+            broker: None,
         }
     }
 }
@@ -122,6 +130,9 @@ impl Default for Config {
 impl Config {
     /// Rejects settings that cannot work, saying which and why.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(broker) = &self.broker {
+            broker.validate()?;
+        }
         if self.max_message_size == 0 {
             return Err("max_message_size must be at least 1 byte".into());
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
+use crate::broker::{wire::Counts, Broker, Local};
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::connection::{ConnHandle, Pulse};
@@ -29,6 +30,8 @@ pub struct Hub {
     pub events: Dispatcher<Event>,
     /// The chat preset, when the config turns it on.
     pub chat: Option<Arc<Chat>>,
+    /// Rooms shared with other nodes through Redis, when the config names a broker.
+    pub broker: Option<Arc<Broker>>,
     /// Plain HTTP requests for the application (when `http_app` is on).
     pub http: HttpExchange,
     /// The server's counters (`stats` adds the gauges and the connections' traffic).
@@ -74,7 +77,13 @@ impl Hub {
         let limit = config.mailbox_limit;
         let chat = config.chat.as_ref().map(|c| Arc::new(Chat::new(c)));
         let http_queue = config.http_queue;
+        // The URL was checked by `Config::validate`.
+        let broker = config
+            .broker
+            .clone()
+            .map(|b| Arc::new(Broker::new(b).expect("a validated broker config")));
         Self {
+            broker,
             config,
             events: Dispatcher::with_deferred_wakeups(limit, true),
             chat,
@@ -118,7 +127,12 @@ impl Hub {
                 open.retired += handle.traffic_totals();
             }
         }
-        self.rooms.lock().unwrap().leave_all(id);
+        let left = self.rooms.lock().unwrap().leave_all(id);
+        if let Some(broker) = &self.broker {
+            for room in &left {
+                broker.touched(room);
+            }
+        }
         self.decisions.lock().unwrap().remove(&id);
     }
 
@@ -182,19 +196,46 @@ impl Hub {
 
     pub fn join(&self, id: ConnId, room: &str) -> Result<bool, Error> {
         let handle = self.get(id)?;
-        Ok(self.rooms.lock().unwrap().join(room, id, handle))
+        let joined = self.rooms.lock().unwrap().join(room, id, handle);
+        if joined {
+            self.touched(room);
+        }
+        Ok(joined)
     }
 
     pub fn leave(&self, id: ConnId, room: &str) -> bool {
-        self.rooms.lock().unwrap().leave(room, id)
+        let left = self.rooms.lock().unwrap().leave(room, id);
+        if left {
+            self.touched(room);
+        }
+        left
+    }
+
+    fn touched(&self, room: &str) {
+        if let Some(broker) = &self.broker {
+            broker.touched(room);
+        }
+    }
+
+    /// Publishes a broadcast to the other nodes, when there is a broker.
+    fn publish(&self, room: Option<&str>, out: &Outgoing) {
+        if let Some(broker) = &self.broker {
+            broker.broadcast(room, out);
+        }
     }
 
     pub fn rooms_of(&self, id: ConnId) -> Vec<String> {
         self.rooms.lock().unwrap().rooms_of(id)
     }
 
+    /// Members of `room` on this node and, with a broker, on every other live node.
     pub fn room_count(&self, room: &str) -> usize {
-        self.rooms.lock().unwrap().count(room)
+        let local = self.rooms.lock().unwrap().count(room);
+        local
+            + self
+                .broker
+                .as_ref()
+                .map_or(0, |b| b.remote_count(room) as usize)
     }
 
     pub fn room_members(&self, room: &str) -> Vec<ConnId> {
@@ -212,6 +253,7 @@ impl Hub {
     /// Sends one frame to every member of `room` but the excluded; returns how many were
     /// queued. The payload is shared, not copied, per member.
     pub fn broadcast_room(&self, room: &str, out: Outgoing, exclude: &[ConnId]) -> usize {
+        self.publish(Some(room), &out);
         let members = self.rooms.lock().unwrap().snapshot(room);
         let n = members.map_or(0, |m| send_to_room(&m, exclude, out));
         self.metrics.broadcast(n);
@@ -220,6 +262,7 @@ impl Hub {
 
     /// Sends one frame to every open connection but the excluded.
     pub fn broadcast_all(&self, out: Outgoing, exclude: &[ConnId]) -> usize {
+        self.publish(None, &out);
         let members: Vec<_> = self
             .snapshot()
             .into_iter()
@@ -268,7 +311,35 @@ impl Hub {
         }
         s.events_pending = self.events.pending() as u64;
         s.chat = self.chat.as_ref().map(|c| c.offline_counts());
+        s.broker = self.broker.as_ref().map(|b| b.stats());
         s
+    }
+}
+
+/// What other nodes publish reaches this node's members here (never published again).
+impl Local for Hub {
+    fn deliver(&self, room: Option<&str>, out: Outgoing) -> usize {
+        let n = match room {
+            Some(room) => {
+                let members = self.rooms.lock().unwrap().snapshot(room);
+                members.map_or(0, |m| send_to_room(&m, &[], out))
+            }
+            None => fan_out(&self.snapshot(), out),
+        };
+        self.metrics.delivered(n);
+        n
+    }
+
+    fn counts(&self, rooms: Option<Vec<String>>) -> Counts {
+        let guard = self.rooms.lock().unwrap();
+        let names = rooms.unwrap_or_else(|| guard.names());
+        names
+            .into_iter()
+            .map(|room| {
+                let n = guard.count(&room) as u32;
+                (room, n)
+            })
+            .collect()
     }
 }
 
@@ -301,6 +372,7 @@ impl Hub {
         out: Outgoing,
         exclude: &[ConnId],
     ) -> usize {
+        self.publish(room, &out);
         let Some(room) = room else {
             let members: Vec<_> = self
                 .snapshot()

@@ -1,6 +1,7 @@
 //! roomcast's WebSocket server core. Everything here is plain Rust, testable with `cargo test`;
 //! the Python binding lives in `py/` and is compiled only with the `python` feature.
 
+pub mod broker;
 pub mod chat;
 pub mod config;
 pub mod connection;

@@ -78,6 +78,35 @@ pub struct Server {
     running: Mutex<Option<(Runtime, JoinHandle<()>)>>,
 }
 
+/// Binds like `TcpListener::bind`; with `reuse_port`, several processes can bind the same
+/// address (SO_REUSEPORT) and the kernel balances new connections between them.
+async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
+    if !reuse_port {
+        return TcpListener::bind(addr).await;
+    }
+    let mut last = None;
+    for resolved in tokio::net::lookup_host(addr).await? {
+        let socket = if resolved.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        match socket.bind(resolved) {
+            Ok(()) => return socket.listen(1024),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
+}
+
 impl Server {
     pub fn start(config: Config, addr: &str) -> Result<Server, Error> {
         config.validate().map_err(Error::Config)?;
@@ -93,8 +122,9 @@ impl Server {
         let park_hub = hub.clone();
         builder.on_thread_park(move || park_hub.events.wake_deferred());
         let runtime = builder.build().map_err(Error::Runtime)?;
+        let reuse_port = hub.config.reuse_port;
         let listener = runtime
-            .block_on(TcpListener::bind(addr))
+            .block_on(bind(addr, reuse_port))
             .map_err(|source| Error::Bind {
                 addr: addr.to_owned(),
                 source,
@@ -113,6 +143,9 @@ impl Server {
             ));
         }
         runtime.spawn(hub.clone().run_deferred());
+        if let Some(broker) = &hub.broker {
+            broker.start(runtime.handle(), hub.clone());
+        }
         let accept = runtime.spawn(run(listener, hub.clone(), signal));
         log::info!("listening on {local_addr}");
         Ok(Server {
@@ -159,6 +192,9 @@ impl Server {
         };
         let _ = self.shutdown.send(Some(timeout));
         let _ = runtime.block_on(accept);
+        if let Some(broker) = self.hub.broker.clone() {
+            runtime.block_on(broker.finish(Duration::from_secs(1)));
+        }
         // Every connection task has ended and pushed its last event: let the workers drain.
         self.hub.events.close();
         runtime.shutdown_timeout(Duration::from_secs(1));

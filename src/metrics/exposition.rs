@@ -216,7 +216,77 @@ pub fn render(s: &Snapshot) -> String {
             chat.waiting,
         );
     }
+    if let Some(b) = &s.broker {
+        broker(&mut o, b);
+    }
     o.0
+}
+
+fn broker(o: &mut Out, b: &crate::broker::BrokerStats) {
+    let (c, g) = ("counter", "gauge");
+    let counters = [
+        (
+            "published",
+            "Messages Redis accepted from this node (replays included).",
+            b.published,
+        ),
+        (
+            "received",
+            "Messages from other nodes delivered here, in order, once.",
+            b.received,
+        ),
+        (
+            "duplicates",
+            "Repeated messages from other nodes dropped.",
+            b.duplicates,
+        ),
+        (
+            "gaps",
+            "Gaps in another node's messages noticed and asked for again.",
+            b.gaps,
+        ),
+        (
+            "lost",
+            "Messages from other nodes given up on (past the sender's broker_buffer).",
+            b.lost,
+        ),
+        (
+            "dropped",
+            "Messages this node dropped unsent: Redis was away and broker_buffer was full.",
+            b.dropped,
+        ),
+        (
+            "malformed",
+            "Messages on the bus channel that were not roomcast's.",
+            b.malformed,
+        ),
+        (
+            "reconnects",
+            "Connections to Redis made again after one was lost.",
+            b.reconnects,
+        ),
+    ];
+    for (name, help, value) in counters {
+        o.single(&format!("roomcast_broker_{name}_total"), c, help, value);
+    }
+    o.single(
+        "roomcast_broker_unsent",
+        g,
+        "Messages waiting for Redis.",
+        b.unsent,
+    );
+    o.single(
+        "roomcast_broker_nodes",
+        g,
+        "Other nodes heard from within their lease.",
+        b.nodes,
+    );
+    o.single(
+        "roomcast_broker_connected",
+        g,
+        "1 while both Redis connections (publish, subscribe) are up.",
+        u64::from(b.connected),
+    );
 }
 
 #[cfg(test)]

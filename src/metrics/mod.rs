@@ -291,6 +291,8 @@ pub struct Snapshot {
     pub events_pending: u64,
     /// The chat preset's offline store, when the server runs it.
     pub chat: Option<OfflineCounts>,
+    /// The Redis broker, when the server has one.
+    pub broker: Option<crate::broker::BrokerStats>,
 }
 
 impl Snapshot {

@@ -127,6 +127,11 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
             "http_queue" => c.http_queue = value.extract()?,
             "http_timeout" => c.http_timeout = secs(value.extract()?, &key)?.unwrap_or_default(),
             "metrics_path" => c.metrics_path = value.extract()?,
+            "reuse_port" => c.reuse_port = value.extract()?,
+            "broker" => {
+                let broker: Option<Bound<'_, PyDict>> = value.extract()?;
+                c.broker = broker.as_ref().map(super::broker::config).transpose()?;
+            }
             "chat" => {
                 let chat: Option<Bound<'_, PyDict>> = value.extract()?;
                 c.chat = chat.as_ref().map(super::chat::config).transpose()?;
@@ -178,6 +183,8 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("http_timeout", c.http_timeout.as_secs_f64())?;
     d.set_item("pages", Vec::<(String, String, String)>::new())?;
     d.set_item("metrics_path", c.metrics_path)?;
+    d.set_item("reuse_port", c.reuse_port)?;
+    d.set_item("broker", py.None())?;
     Ok(d)
 }
 

@@ -127,5 +127,23 @@ pub fn stats<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDict>>
         }
         None => d.set_item("chat", py.None())?,
     }
+    match &s.broker {
+        Some(b) => {
+            let broker = PyDict::new(py);
+            broker.set_item("published", b.published)?;
+            broker.set_item("received", b.received)?;
+            broker.set_item("duplicates", b.duplicates)?;
+            broker.set_item("gaps", b.gaps)?;
+            broker.set_item("lost", b.lost)?;
+            broker.set_item("unsent", b.unsent)?;
+            broker.set_item("dropped", b.dropped)?;
+            broker.set_item("malformed", b.malformed)?;
+            broker.set_item("reconnects", b.reconnects)?;
+            broker.set_item("nodes", b.nodes)?;
+            broker.set_item("connected", b.connected)?;
+            d.set_item("broker", broker)?;
+        }
+        None => d.set_item("broker", py.None())?,
+    }
     Ok(d)
 }

@@ -1,6 +1,7 @@
 //! The Python binding, `roomcast._roomcast`: a thin layer over the core. Tokio threads never
 //! enter here; Python threads call in, and release the GIL whenever they wait.
 
+mod broker;
 mod chat;
 mod core;
 mod errors;
