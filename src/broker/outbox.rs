@@ -47,15 +47,18 @@ impl Outbox {
         }
     }
 
-    /// Numbers and keeps a message; returns its number. When the ring is full the oldest goes,
-    /// counted as dropped if Redis never took it.
+    /// Numbers and keeps a message; returns its number. When the ring is full a broadcast
+    /// pushes the oldest out, counted as dropped if Redis never took it. Presence updates never
+    /// push anything out (they are few, and only made while Redis is reachable), so the bound
+    /// is what it says: `capacity` broadcasts survive an outage.
     pub fn push(&mut self, body: &Body) -> u64 {
         debug_assert!(body.is_sequenced());
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ring
             .push_back((seq, wire::encode(self.origin, seq, body)));
-        if self.ring.len() > self.capacity {
+        let broadcast = matches!(body, Body::Room { .. } | Body::All { .. });
+        while broadcast && self.ring.len() > self.capacity {
             let (old, _) = self.ring.pop_front().unwrap();
             if old > self.sent_upto {
                 self.dropped += 1;
@@ -175,6 +178,18 @@ mod tests {
         assert_eq!(out.unsent(), 3);
         let b = out.batch(10).unwrap();
         assert_eq!(seqs(&b), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn presence_never_pushes_a_broadcast_out() {
+        let mut out = Outbox::new(1, 2);
+        out.push(&room(0));
+        out.push(&room(1));
+        out.push(&Body::Snapshot { counts: vec![] });
+        assert_eq!((out.dropped, out.unsent()), (0, 3));
+        out.push(&room(2));
+        assert_eq!(out.dropped, 2);
+        assert_eq!(seqs(&out.batch(10).unwrap()), vec![3, 4]);
     }
 
     #[test]
