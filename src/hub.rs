@@ -254,6 +254,11 @@ impl Hub {
     /// queued. The payload is shared, not copied, per member.
     pub fn broadcast_room(&self, room: &str, out: Outgoing, exclude: &[ConnId]) -> usize {
         self.publish(Some(room), &out);
+        self.broadcast_local(room, out, exclude)
+    }
+
+    /// `broadcast_room` on this node only (for traffic the broker carries another way).
+    pub fn broadcast_local(&self, room: &str, out: Outgoing, exclude: &[ConnId]) -> usize {
         let members = self.rooms.lock().unwrap().snapshot(room);
         let n = members.map_or(0, |m| send_to_room(&m, exclude, out));
         self.metrics.broadcast(n);
@@ -328,6 +333,12 @@ impl Local for Hub {
         };
         self.metrics.delivered(n);
         n
+    }
+
+    fn deliver_chat(&self, body: crate::broker::wire::ChatBody) {
+        if let Some(chat) = &self.chat {
+            chat.remote(self, body);
+        }
     }
 
     fn counts(&self, rooms: Option<Vec<String>>) -> Counts {

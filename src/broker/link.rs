@@ -322,6 +322,7 @@ fn apply(broker: &Broker, local: &dyn Local, actions: &mut Vec<Action>) {
                 Body::All { frame } => {
                     local.deliver(None, frame.into_outgoing());
                 }
+                Body::Chat(chat) => local.deliver_chat(chat),
                 Body::Presence { counts } => broker
                     .presence
                     .lock()

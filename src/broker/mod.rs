@@ -74,6 +74,8 @@ pub trait Local: Send + Sync + 'static {
     /// Sends a frame from another node to this node's members of `room` (every connection
     /// when `None`); never published again.
     fn deliver(&self, room: Option<&str>, out: Outgoing) -> usize;
+    /// A chat preset frame from another node (`chat/fanout.rs`).
+    fn deliver_chat(&self, body: wire::ChatBody);
     /// This node's member counts of `rooms` (of every room with members when `None`).
     fn counts(&self, rooms: Option<Vec<String>>) -> Counts;
 }
@@ -168,6 +170,11 @@ impl Broker {
             None => Body::All { frame },
         };
         self.publish(&body);
+    }
+
+    /// Publishes a chat preset frame to the other nodes.
+    pub fn chat(&self, body: wire::ChatBody) {
+        self.publish(&Body::Chat(body));
     }
 
     fn publish(&self, body: &Body) {

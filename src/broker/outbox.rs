@@ -57,7 +57,7 @@ impl Outbox {
         self.next_seq += 1;
         self.ring
             .push_back((seq, wire::encode(self.origin, seq, body)));
-        let broadcast = matches!(body, Body::Room { .. } | Body::All { .. });
+        let broadcast = matches!(body, Body::Room { .. } | Body::All { .. } | Body::Chat(_));
         while broadcast && self.ring.len() > self.capacity {
             let (old, _) = self.ring.pop_front().unwrap();
             if old > self.sent_upto {

@@ -20,6 +20,8 @@ pub enum Body {
     Room { room: String, frame: Frame },
     /// A broadcast to every connection.
     All { frame: Frame },
+    /// A chat preset frame (`chat/`): delivered like `Room`, minus the users it was kept for.
+    Chat(ChatBody),
     /// The sender's members of these rooms changed to these counts.
     Presence { counts: Counts },
     /// Everything the sender has: replaces what a receiver knew of it.
@@ -41,9 +43,27 @@ impl Body {
     pub fn is_sequenced(&self) -> bool {
         matches!(
             self,
-            Body::Room { .. } | Body::All { .. } | Body::Presence { .. } | Body::Snapshot { .. }
+            Body::Room { .. }
+                | Body::All { .. }
+                | Body::Chat(_)
+                | Body::Presence { .. }
+                | Body::Snapshot { .. }
         )
     }
+}
+
+/// A chat frame with what the receiving nodes need besides the frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatBody {
+    pub room: String,
+    pub frame: Text,
+    /// Users the frame was kept for: they get it on entering, not live.
+    pub kept_for: Vec<String>,
+    /// The room's `num` and its version, as the roster counted them.
+    pub num: u64,
+    pub version: u64,
+    /// A user who left the room on purpose: their connections here stop receiving it.
+    pub unseat: Option<String>,
 }
 
 /// A frame as it crosses the bus (pings and closes never do).
@@ -81,6 +101,7 @@ const ROOM: u8 = 1;
 const ALL: u8 = 2;
 const PRESENCE: u8 = 3;
 const SNAPSHOT: u8 = 4;
+const CHAT: u8 = 5;
 const BEAT: u8 = 10;
 const NACK: u8 = 11;
 const GONE: u8 = 12;
@@ -93,6 +114,7 @@ pub fn encode(origin: u64, seq: u64, body: &Body) -> Bytes {
     let kind = match body {
         Body::Room { .. } => ROOM,
         Body::All { .. } => ALL,
+        Body::Chat(_) => CHAT,
         Body::Presence { .. } => PRESENCE,
         Body::Snapshot { .. } => SNAPSHOT,
         Body::Beat { .. } => BEAT,
@@ -110,6 +132,23 @@ pub fn encode(origin: u64, seq: u64, body: &Body) -> Bytes {
             put_frame(&mut b, frame);
         }
         Body::All { frame } => put_frame(&mut b, frame),
+        Body::Chat(c) => {
+            put_str(&mut b, &c.room);
+            b.put_u64_le(c.num);
+            b.put_u64_le(c.version);
+            b.put_u32_le(c.kept_for.len() as u32);
+            for uid in &c.kept_for {
+                put_str(&mut b, uid);
+            }
+            match &c.unseat {
+                Some(uid) => {
+                    b.put_u8(1);
+                    put_str(&mut b, uid);
+                }
+                None => b.put_u8(0),
+            }
+            put_str(&mut b, c.frame.as_str());
+        }
         Body::Presence { counts } | Body::Snapshot { counts } => {
             b.put_u32_le(counts.len() as u32);
             for (room, n) in counts {
@@ -164,6 +203,7 @@ pub fn decode(data: Bytes) -> Result<Message, String> {
             frame: r.frame()?,
         },
         ALL => Body::All { frame: r.frame()? },
+        CHAT => Body::Chat(r.chat()?),
         PRESENCE => Body::Presence {
             counts: r.counts()?,
         },
@@ -231,6 +271,31 @@ impl Reader {
             1 => Ok(Frame::Binary(rest)),
             other => Err(format!("unknown frame kind {other}")),
         }
+    }
+
+    fn chat(&mut self) -> Result<ChatBody, String> {
+        let room = self.string()?;
+        let num = self.u64()?;
+        let version = self.u64()?;
+        let n = self.u32()? as usize;
+        if n > (self.data.len() - self.at) / 4 {
+            return Err(format!("{n} uids in {} bytes", self.data.len()));
+        }
+        let kept_for = (0..n).map(|_| self.string()).collect::<Result<_, _>>()?;
+        let unseat = match self.u8()? {
+            0 => None,
+            _ => Some(self.string()?),
+        };
+        let n = self.u32()? as usize;
+        let frame = Text::try_from(self.take(n)?).map_err(|_| "a chat frame is not UTF-8")?;
+        Ok(ChatBody {
+            room,
+            frame,
+            kept_for,
+            num,
+            version,
+            unseat,
+        })
     }
 
     fn counts(&mut self) -> Result<Counts, String> {

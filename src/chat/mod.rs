@@ -1,15 +1,20 @@
 //! The chat preset: the multi-room chat of ../shared/PROTOCOL.md, run entirely in Rust.
 //!
-//! `Chat` holds the rooms (who is online, who is away) and every chat connection's seat (its
-//! room, uid, name and auth). Fan-out goes through the hub's rooms, so a chat room is also an
-//! ordinary room to Python (`app.room(id)`). Each room's people are behind an async lock
-//! held across the offline store's calls: a member entering and a message to the room are
-//! ordered, which is what makes kept messages arrive exactly once and before new traffic.
+//! `Chat` holds this node's rooms (who is connected) and every chat connection's seat (its
+//! room, uid, name and auth); the roster (`roster.rs`) holds membership, `num` and kept
+//! messages, in memory or, with a broker, in Redis for every node. Fan-out goes through the
+//! hub's rooms, so a chat room is also an ordinary room to Python (`app.room(id)`). Each room's
+//! people are behind an async lock held across the roster's calls: a member entering and a
+//! message to the room are ordered, which is what makes kept messages arrive exactly once and
+//! before new traffic. Across nodes, a frame names the users it was kept for, and they never
+//! get it live as well.
 
 pub mod auth;
+mod fanout;
 pub mod frame;
 pub mod offline;
 pub mod room;
+pub mod roster;
 pub mod session;
 
 use std::collections::HashMap;
@@ -24,8 +29,9 @@ use crate::hub::Hub;
 use crate::ConnId;
 use auth::{Auth, Grant};
 use frame::Object;
-use offline::{Bounds, MemoryStore, OfflineCounts, OfflineStore};
+use offline::{Bounds, OfflineCounts};
 use room::ChatRoom;
+use roster::{MemoryRoster, Roster};
 
 #[derive(Clone, Debug)]
 pub struct ChatConfig {
@@ -35,6 +41,15 @@ pub struct ChatConfig {
     pub offline_limit: usize,
     /// How long a kept message, and an away member's membership, lasts.
     pub offline_ttl: Duration,
+}
+
+impl ChatConfig {
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            limit: self.offline_limit,
+            ttl: self.offline_ttl,
+        }
+    }
 }
 
 impl Default for ChatConfig {
@@ -79,26 +94,20 @@ impl ChatConn {
 
 pub struct Chat {
     pub(crate) auth: Option<Auth>,
-    retention: Duration,
-    store: Arc<dyn OfflineStore>,
+    roster: Arc<dyn Roster>,
     rooms: Mutex<HashMap<Arc<str>, Arc<ChatRoom>>>,
     conns: Mutex<HashMap<ConnId, Arc<ChatConn>>>,
 }
 
 impl Chat {
     pub fn new(config: &ChatConfig) -> Self {
-        let bounds = Bounds {
-            limit: config.offline_limit,
-            ttl: config.offline_ttl,
-        };
-        Self::with_store(config, Arc::new(MemoryStore::new(bounds)))
+        Self::with_roster(config, Arc::new(MemoryRoster::new(config.bounds())))
     }
 
-    pub fn with_store(config: &ChatConfig, store: Arc<dyn OfflineStore>) -> Self {
+    pub fn with_roster(config: &ChatConfig, roster: Arc<dyn Roster>) -> Self {
         Self {
             auth: config.jwt_secret.as_deref().map(Auth::new),
-            retention: config.offline_ttl,
-            store,
+            roster,
             rooms: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
         }
@@ -108,7 +117,7 @@ impl Chat {
         self.conns.lock().unwrap().get(&id).cloned()
     }
 
-    fn room(&self, name: &str) -> Option<Arc<ChatRoom>> {
+    pub(crate) fn room(&self, name: &str) -> Option<Arc<ChatRoom>> {
         self.rooms.lock().unwrap().get(name).cloned()
     }
 
@@ -127,7 +136,7 @@ impl Chat {
     /// nobody can be added meanwhile; a task that already looked the room up (holds a clone)
     /// keeps it alive and in the map.
     fn drop_if_empty(&self, room: &Arc<ChatRoom>, people: &room::People) {
-        if !people.is_empty() {
+        if !people.is_empty() || self.roster.remembers(&room.name) {
             return;
         }
         let mut rooms = self.rooms.lock().unwrap();
@@ -137,12 +146,12 @@ impl Chat {
         }
     }
 
-    /// Distinct users online in `room` (the protocol's `num`).
+    /// Distinct users online in `room` (the protocol's `num`; on every node, with a broker).
     pub fn count(&self, room: &str) -> usize {
         self.room(room).map_or(0, |r| r.num())
     }
 
-    /// uid → entered name of the users online in `room`.
+    /// uid → entered name of the users connected to `room` on this node.
     pub async fn users(&self, room: &str) -> Vec<(String, String)> {
         let Some(room) = self.room(room) else {
             return Vec::new();
@@ -156,7 +165,7 @@ impl Chat {
     }
 
     pub fn offline_counts(&self) -> OfflineCounts {
-        self.store.counts()
+        self.roster.counts()
     }
 
     /// The heartbeat of every connection: chat connections get the JSON ping with their
@@ -304,22 +313,24 @@ impl Chat {
             seat.name = name.clone();
         }
         let first = people.arrive(&uid, &name, id);
-        room.set_num(&people);
         if first {
             // Kept messages go first: they are queued before the connection joins the
-            // room's fan-out, and the room is locked, so nothing new can overtake them.
-            for kept in self.store.take(&room.name, &uid).await {
+            // room's fan-out, the room is locked, and traffic from other nodes is held until
+            // they are out, so nothing new can overtake them.
+            room.held.lock().unwrap().entering = true;
+            let arrival = self.roster.arrive(&room.name, &uid, &name).await;
+            room.set_num(arrival.num);
+            for kept in arrival.kept {
                 conn.reply(kept);
             }
         }
         // Cannot fail for an open connection; a closed one is cleaned up by `close`.
         let _ = hub.join(id, &room.name);
-        let num = people.online.len();
-        hub.broadcast_room(
-            &room.name,
-            Outgoing::Text(frame::stamp(obj, &name, num)),
-            &[],
-        );
+        if first {
+            self.release(hub, &room);
+        }
+        let text = frame::stamp(obj, &name, room.num());
+        self.broadcast(hub, &room, text, &[], None);
     }
 
     /// Takes the connection out of its room (closed, moved, or suspended).
@@ -333,11 +344,16 @@ impl Chat {
         };
         let mut people = room.state.lock().await;
         hub.leave(conn.handle.id, &room.name);
-        let last = uid.is_some_and(|uid| people.depart(&uid, conn.handle.id));
-        if last {
-            room.set_num(&people);
-            let out = frame::out(&name, people.online.len());
-            hub.broadcast_room(&room.name, Outgoing::Text(out), &[]);
+        let last = uid
+            .as_ref()
+            .filter(|uid| people.depart(uid, conn.handle.id));
+        if let Some(uid) = last {
+            let departure = self.roster.depart(&room.name, uid).await;
+            room.set_num(departure.num);
+            if departure.gone {
+                let out = frame::out(&name, room.num());
+                self.broadcast(hub, &room, out, &[], None);
+            }
         }
         self.drop_if_empty(&room, &people);
     }
@@ -354,19 +370,11 @@ impl Chat {
             (room, uid, seat.name.clone())
         };
         let mut people = room.state.lock().await;
-        for id in people.remove(&uid) {
-            hub.leave(id, &room.name);
-            if let Some(other) = self.conn(id) {
-                let mut seat = other.seat.lock().unwrap();
-                if seat.room.as_ref().is_some_and(|r| Arc::ptr_eq(r, &room)) {
-                    seat.room = None;
-                }
-            }
-        }
-        self.store.forget(&room.name, &uid).await;
-        room.set_num(&people);
-        let out = frame::out(&name, people.online.len());
-        hub.broadcast_room(&room.name, Outgoing::Text(out), &[]);
+        self.unseat(hub, &room, &mut people, &uid);
+        let departure = self.roster.leave(&room.name, &uid).await;
+        room.set_num(departure.num);
+        let out = frame::out(&name, room.num());
+        self.broadcast(hub, &room, out, &[], Some(&uid));
         self.drop_if_empty(&room, &people);
     }
 
@@ -402,24 +410,30 @@ impl Chat {
         obj: Object,
     ) -> usize {
         let had_roomid = obj.contains_key("roomid");
-        let mut people = room.state.lock().await;
-        let text = frame::stamp(obj, name, people.online.len());
-        if keep {
-            let absent = people.absent(self.retention);
-            if !absent.is_empty() {
-                let kept = frame::kept_copy(&text, &room.id, had_roomid);
-                self.store.keep(&room.name, &absent, kept).await;
-            }
-        }
-        hub.broadcast_room(&room.name, Outgoing::Text(text), &[])
+        let people = room.state.lock().await;
+        let text = frame::stamp(obj, name, room.num());
+        let kept_for = if keep {
+            let kept = frame::kept_copy(&text, &room.id, had_roomid);
+            self.roster.keep(&room.name, kept).await
+        } else {
+            Vec::new()
+        };
+        let n = self.broadcast(hub, room, text, &kept_for, None);
+        self.drop_if_empty(room, &people);
+        n
     }
 
     /// A message from the application (a bot, a notice): the same path as a member's, offline
     /// keeping included. Returns how many connections it was queued for; 0 (and nothing kept)
     /// when nobody ever entered the room.
     pub async fn post(&self, hub: &Hub, room: &str, name: &str, obj: Object) -> usize {
-        let Some(room) = self.room(room) else {
-            return 0;
+        let room = match self.room(room) {
+            Some(room) => room,
+            // With a broker the room may have members on other nodes, or away ones in Redis.
+            None if hub.broker.is_some() => {
+                self.room_or_new(room.to_owned(), &Value::String(room.to_owned()))
+            }
+            None => return 0,
         };
         let keep = frame::string(&obj, "event") == Some("message");
         self.publish(hub, &room, name, keep, obj).await

@@ -1,24 +1,34 @@
-//! One chat room's people: who is online (by uid, however many connections each has) and who
-//! is a member while away (their messages are kept). Pure data; `Chat` locks it per room.
+//! One chat room on this node: its connections by user (however many each has), the room's
+//! `num`, and remote traffic held while a member enters. `Chat` locks the people per room.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use super::roster::Num;
+use crate::broker::wire::ChatBody;
 use crate::ConnId;
 
 pub struct ChatRoom {
     pub name: Arc<str>,
     /// The `roomid` as the first entrant wrote it (string or number), for kept copies.
     pub id: Value,
-    /// Distinct uids online, readable without the lock (heartbeat sweeps, `count`).
-    num: AtomicUsize,
-    /// An async lock: it is held while the offline store is awaited, so an entering member
-    /// and a message to the room can never cross (exactly-once delivery of kept messages).
+    /// Distinct users online in the room (on every node, with a broker), readable without the
+    /// room's lock (heartbeat sweeps, `count`).
+    num: Mutex<Num>,
+    /// An async lock: it is held while the roster is awaited, so an entering member and a
+    /// message to the room can never cross (exactly-once delivery of kept messages).
     pub state: tokio::sync::Mutex<People>,
+    /// Traffic from other nodes that arrived while a member was entering here: it waits until
+    /// their kept messages are out, so it cannot overtake them.
+    pub held: Mutex<Held>,
+}
+
+#[derive(Default)]
+pub struct Held {
+    pub entering: bool,
+    pub queue: Vec<ChatBody>,
 }
 
 impl ChatRoom {
@@ -26,18 +36,26 @@ impl ChatRoom {
         Self {
             name,
             id,
-            num: AtomicUsize::new(0),
+            num: Mutex::new(Num::default()),
             state: tokio::sync::Mutex::new(People::default()),
+            held: Mutex::new(Held::default()),
         }
     }
 
     pub fn num(&self) -> usize {
-        self.num.load(Ordering::Relaxed)
+        self.num.lock().unwrap().count
     }
 
-    /// Publishes the count after a change made under the lock.
-    pub fn set_num(&self, people: &People) {
-        self.num.store(people.online.len(), Ordering::Relaxed);
+    pub fn num_version(&self) -> Num {
+        *self.num.lock().unwrap()
+    }
+
+    /// Takes a newer count (counts from several nodes may arrive out of order).
+    pub fn set_num(&self, num: Num) {
+        let mut current = self.num.lock().unwrap();
+        if num.version >= current.version {
+            *current = num;
+        }
     }
 }
 
@@ -46,18 +64,16 @@ pub struct Online {
     pub conns: Vec<ConnId>,
 }
 
+/// This node's connections in the room, by user. Membership (who is away, what is kept for
+/// them) is the roster's.
 #[derive(Default)]
 pub struct People {
     pub online: HashMap<Arc<str>, Online>,
-    /// Members with no connection in the room, and since when. A uid is in `online` or here,
-    /// never both.
-    pub away: HashMap<Arc<str>, Instant>,
 }
 
 impl People {
-    /// Adds a connection of `uid`; true if the user was not online here before.
+    /// Adds a connection of `uid`; true if the user had none here before.
     pub fn arrive(&mut self, uid: &Arc<str>, name: &str, conn: ConnId) -> bool {
-        self.away.remove(uid);
         match self.online.get_mut(uid) {
             Some(user) => {
                 user.name = name.to_owned();
@@ -79,8 +95,7 @@ impl People {
         }
     }
 
-    /// Removes a connection of `uid`; true if it was the user's last one here (they are now
-    /// away, still a member).
+    /// Removes a connection of `uid`; true if it was the user's last one here.
     pub fn depart(&mut self, uid: &Arc<str>, conn: ConnId) -> bool {
         let Some(user) = self.online.get_mut(uid) else {
             return false;
@@ -90,26 +105,16 @@ impl People {
             return false;
         }
         self.online.remove(uid);
-        self.away.insert(uid.clone(), Instant::now());
         true
     }
 
-    /// Ends `uid`'s membership; returns the connections it still had in the room.
+    /// Forgets `uid` here; returns the connections it still had in the room.
     pub fn remove(&mut self, uid: &str) -> Vec<ConnId> {
-        self.away.remove(uid);
         self.online.remove(uid).map(|u| u.conns).unwrap_or_default()
     }
 
-    /// The members to keep a message for; memberships away longer than `retention` end here.
-    pub fn absent(&mut self, retention: Duration) -> Vec<Arc<str>> {
-        let now = Instant::now();
-        self.away
-            .retain(|_, since| now.duration_since(*since) < retention);
-        self.away.keys().cloned().collect()
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.online.is_empty() && self.away.is_empty()
+        self.online.is_empty()
     }
 }
 
@@ -126,21 +131,28 @@ mod tests {
         assert_eq!(p.online.len(), 1);
         assert!(!p.depart(&ann, 1));
         assert!(p.depart(&ann, 2));
-        assert!(p.online.is_empty());
-        assert_eq!(p.absent(Duration::from_secs(60)), vec![ann.clone()]);
+        assert!(p.is_empty());
         assert!(p.arrive(&ann, "Ann", 3));
-        assert!(p.away.is_empty());
         assert_eq!(p.remove("ann"), vec![3]);
         assert!(p.is_empty());
     }
 
     #[test]
-    fn long_absences_end_membership() {
-        let mut p = People::default();
-        let bob: Arc<str> = Arc::from("bob");
-        p.arrive(&bob, "Bob", 1);
-        p.depart(&bob, 1);
-        assert!(p.absent(Duration::ZERO).is_empty());
-        assert!(p.is_empty());
+    fn the_newest_count_wins() {
+        let room = ChatRoom::new(Arc::from("r"), Value::Null);
+        room.set_num(Num {
+            count: 3,
+            version: 5,
+        });
+        room.set_num(Num {
+            count: 2,
+            version: 4,
+        });
+        assert_eq!(room.num(), 3);
+        room.set_num(Num {
+            count: 1,
+            version: 6,
+        });
+        assert_eq!(room.num(), 1);
     }
 }

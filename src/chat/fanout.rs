@@ -1,0 +1,173 @@
+//! How chat frames reach connections: on this node, and through the broker on every other.
+//! A frame names the users it was kept for; their connections never get it live as well,
+//! wherever they entered, so a kept message reaches its user exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::room::{ChatRoom, People};
+use super::roster::{Num, Vanished};
+use super::{frame, Chat};
+use crate::broker::wire::ChatBody;
+use crate::frames::{Outgoing, Text};
+use crate::hub::Hub;
+use crate::ConnId;
+
+impl Chat {
+    /// Sends `text` to the room on every node; `kept_for` users get it on entering instead;
+    /// `unseat` names a user who left the room on purpose.
+    pub(crate) fn broadcast(
+        &self,
+        hub: &Hub,
+        room: &ChatRoom,
+        text: Text,
+        kept_for: &[Arc<str>],
+        unseat: Option<&str>,
+    ) -> usize {
+        if let Some(broker) = &hub.broker {
+            let num = room.num_version();
+            broker.chat(ChatBody {
+                room: room.name.to_string(),
+                frame: text.clone(),
+                kept_for: kept_for.iter().map(|u| u.to_string()).collect(),
+                num: num.count as u64,
+                version: num.version,
+                unseat: unseat.map(str::to_owned),
+            });
+        }
+        let exclude =
+            self.connections_of(hub, &room.name, |uid| kept_for.iter().any(|k| **k == *uid));
+        hub.broadcast_local(&room.name, Outgoing::Text(text), &exclude)
+    }
+
+    /// This node's connections in `room` whose user matches.
+    fn connections_of(&self, hub: &Hub, room: &str, matches: impl Fn(&str) -> bool) -> Vec<ConnId> {
+        hub.room_members(room)
+            .into_iter()
+            .filter(|id| {
+                self.conn(*id)
+                    .is_some_and(|c| c.seat.lock().unwrap().uid.as_deref().is_some_and(&matches))
+            })
+            .collect()
+    }
+
+    /// A user's kept messages are out: what other nodes sent meanwhile follows them.
+    pub(crate) fn release(&self, hub: &Hub, room: &Arc<ChatRoom>) {
+        let mut held = room.held.lock().unwrap();
+        for body in std::mem::take(&mut held.queue) {
+            self.deliver(hub, room, body);
+        }
+        held.entering = false;
+    }
+
+    /// A chat frame from another node.
+    pub fn remote(&self, hub: &Hub, body: ChatBody) {
+        let Some(room) = self.room(&body.room) else {
+            return; // nobody is in that room here
+        };
+        room.set_num(Num {
+            count: body.num as usize,
+            version: body.version,
+        });
+        let mut held = room.held.lock().unwrap();
+        if held.entering {
+            held.queue.push(body);
+            return;
+        }
+        // Delivered under the lock, so a member starting to enter waits for it.
+        self.deliver(hub, &room, body);
+        drop(held);
+    }
+
+    fn deliver(&self, hub: &Hub, room: &Arc<ChatRoom>, body: ChatBody) {
+        if let Some(uid) = &body.unseat {
+            for id in self.connections_of(hub, &room.name, |u| u == uid) {
+                self.clear_seat(hub, room, id);
+            }
+            let (room, uid) = (room.clone(), uid.clone());
+            tokio::spawn(async move {
+                room.state.lock().await.remove(&uid);
+            });
+        }
+        let exclude = self.connections_of(hub, &room.name, |uid| {
+            body.kept_for.iter().any(|k| k == uid)
+        });
+        hub.broadcast_local(&room.name, Outgoing::Text(body.frame), &exclude);
+    }
+
+    /// Takes every connection of `uid` here out of the room (they left it on purpose).
+    pub(crate) fn unseat(&self, hub: &Hub, room: &Arc<ChatRoom>, people: &mut People, uid: &str) {
+        for id in people.remove(uid) {
+            self.clear_seat(hub, room, id);
+        }
+    }
+
+    fn clear_seat(&self, hub: &Hub, room: &Arc<ChatRoom>, id: ConnId) {
+        hub.leave(id, &room.name);
+        if let Some(other) = self.conn(id) {
+            let mut seat = other.seat.lock().unwrap();
+            if seat.room.as_ref().is_some_and(|r| Arc::ptr_eq(r, room)) {
+                seat.room = None;
+            }
+        }
+    }
+
+    /// Renews this node's lease in the roster and announces the users of nodes whose lease
+    /// ran out (`out` to their rooms). Runs while the server does; a no-op in memory.
+    pub async fn run_roster(self: Arc<Self>, hub: Arc<Hub>, every: Duration) {
+        let mut resync = false;
+        loop {
+            tokio::time::sleep(every).await;
+            let local = if resync {
+                Some(self.local_users().await)
+            } else {
+                None
+            };
+            let tick = self.roster.tick(local).await;
+            resync = tick.resync;
+            for gone in tick.vanished {
+                self.vanished(&hub, gone);
+            }
+        }
+    }
+
+    fn vanished(&self, hub: &Hub, gone: Vanished) {
+        log::info!(
+            "chat: user {:?} in room {:?} was on a node whose lease ran out; the room gets out",
+            gone.uid,
+            gone.room
+        );
+        let out = frame::out(&gone.name, gone.num.count);
+        match self.room(&gone.room) {
+            Some(room) => {
+                room.set_num(gone.num);
+                self.broadcast(hub, &room, out, &[], None);
+            }
+            None => {
+                if let Some(broker) = &hub.broker {
+                    broker.chat(ChatBody {
+                        room: gone.room,
+                        frame: out,
+                        kept_for: Vec::new(),
+                        num: gone.num.count as u64,
+                        version: gone.num.version,
+                        unseat: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// (room, uid, name) of every user connected here, for a roster that lost its data.
+    async fn local_users(&self) -> Vec<(String, String, String)> {
+        let rooms: Vec<Arc<ChatRoom>> = self.rooms.lock().unwrap().values().cloned().collect();
+        let mut users = Vec::new();
+        for room in rooms {
+            let people = room.state.lock().await;
+            for (uid, online) in &people.online {
+                users.push((room.name.to_string(), uid.to_string(), online.name.clone()));
+            }
+        }
+        users
+    }
+}
