@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
-use crate::broker::{wire::Counts, Broker, Local};
+use crate::broker::{roster::RedisRoster, wire::Counts, Broker, Local};
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::connection::{ConnHandle, Pulse};
@@ -75,13 +75,19 @@ enum Deferred {
 impl Hub {
     pub fn new(config: Config) -> Self {
         let limit = config.mailbox_limit;
-        let chat = config.chat.as_ref().map(|c| Arc::new(Chat::new(c)));
         let http_queue = config.http_queue;
         // The URL was checked by `Config::validate`.
         let broker = config
             .broker
             .clone()
             .map(|b| Arc::new(Broker::new(b).expect("a validated broker config")));
+        // With a broker, the chat preset's roster is in Redis, shared by every node.
+        let chat = config.chat.as_ref().map(|c| {
+            Arc::new(match &broker {
+                Some(b) => Chat::with_roster(c, Arc::new(RedisRoster::new(b.clone(), c.bounds()))),
+                None => Chat::new(c),
+            })
+        });
         Self {
             broker,
             config,

@@ -145,6 +145,10 @@ impl Server {
         runtime.spawn(hub.clone().run_deferred());
         if let Some(broker) = &hub.broker {
             broker.start(runtime.handle(), hub.clone());
+            if let Some(chat) = &hub.chat {
+                let every = broker.config.lease / 3;
+                runtime.spawn(chat.clone().run_roster(hub.clone(), every));
+            }
         }
         let accept = runtime.spawn(run(listener, hub.clone(), signal));
         log::info!("listening on {local_addr}");

@@ -107,7 +107,9 @@ pub async fn publish(broker: Arc<Broker>, local: Arc<dyn Local>) {
             counts: local.counts(None),
         });
         broker.publishing.store(true, Ordering::Relaxed);
+        *broker.conn.lock().unwrap() = Some(conn.clone());
         let result = pump(&broker, &*local, &mut conn, &mut stop).await;
+        *broker.conn.lock().unwrap() = None;
         broker.publishing.store(false, Ordering::Relaxed);
         match result {
             Ok(()) => return,

@@ -53,6 +53,7 @@ mod inbox;
 mod link;
 mod outbox;
 mod presence;
+pub mod roster;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -128,6 +129,8 @@ pub struct Broker {
     snapshot_wanted: AtomicBool,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The publishing connection while it is up: the chat roster's scripts run on it too.
+    pub(crate) conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl Broker {
@@ -152,6 +155,7 @@ impl Broker {
             snapshot_wanted: AtomicBool::new(false),
             stop: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
+            conn: Mutex::new(None),
             node,
             config,
         })
