@@ -11,12 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.sync.client import connect as sync_connect
 
 from conftest import wait_for
 
@@ -26,10 +26,13 @@ NODE = Path(__file__).with_name("cluster_node.py")
 class Node:
     """One roomcast node process; its log lines are kept in ``lines``."""
 
-    def __init__(self, broker: str, *, lease: float = 3.0, buffer: int = 65536) -> None:
+    def __init__(
+        self, broker: str, *, lease: float = 3.0, buffer: int = 65536, chat: bool = False
+    ) -> None:
+        cmd = [sys.executable, str(NODE), "--broker", broker, "--lease", str(lease)]
+        cmd += ["--buffer", str(buffer)] + (["--chat"] if chat else [])
         self.proc = subprocess.Popen(
-            [sys.executable, str(NODE), "--broker", broker, "--lease", str(lease),
-             "--buffer", str(buffer)],
+            cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -53,16 +56,23 @@ class Node:
     def sender_url(self, room: str) -> str:
         return f"ws://127.0.0.1:{self.port}/send/{room}"
 
-    def ask(self, question: str) -> str:
-        with sync_connect(f"ws://127.0.0.1:{self.port}/probe", open_timeout=5) as ws:
-            ws.send(question)
-            return str(ws.recv(timeout=5))
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            return str(r.read().decode())
 
     def count(self, room: str) -> int:
-        return int(self.ask(f"count {room}"))
+        return int(self.get(f"/count?room={room}"))
 
     def stats(self) -> dict[str, Any]:
-        return dict(json.loads(self.ask("stats")))
+        """The broker's counters."""
+        return dict(json.loads(self.get("/stats"))["broker"])
+
+    def chat_stats(self) -> dict[str, Any]:
+        return dict(json.loads(self.get("/stats"))["chat"])
 
     def logged(self, text: str) -> bool:
         return any(text in line for line in self.lines)

@@ -1,11 +1,12 @@
 """One node of a test cluster, run as its own process so a test can SIGKILL or SIGSTOP it.
 
-    python tests/cluster_node.py --broker redis://... [--lease 1] [--buffer N]
+    python tests/cluster_node.py --broker redis://... [--lease 1] [--buffer N] [--chat]
 
-Connections to ``/room/NAME`` join room NAME and every text they send is broadcast to it
-(through ``room.broadcast``, so through the broker); ``/send/NAME`` broadcasts the same way
-without joining. A connection to ``/probe`` answers
-``count NAME`` with ``len(app.room(NAME))`` and ``stats`` with the broker's counters (JSON).
+Plain mode: connections to ``/room/NAME`` join room NAME and every text they send is
+broadcast to it (through ``room.broadcast``, so through the broker); ``/send/NAME``
+broadcasts the same way without joining. ``--chat``: the chat preset, on every path.
+Either way, plain HTTP ``GET /count?room=NAME`` answers ``len(app.room(NAME))`` (the chat
+preset's ``num`` with ``--chat``) and ``GET /stats`` the server's ``stats()`` as JSON.
 Prints ``ready PORT`` once it serves.
 """
 
@@ -17,8 +18,11 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
 
 import roomcast
+from roomcast import presets
 
 
 def main() -> None:
@@ -27,32 +31,39 @@ def main() -> None:
     p.add_argument("--lease", type=float, default=3.0)
     p.add_argument("--buffer", type=int, default=65536)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--chat", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    app = roomcast.Server(
-        broker=args.broker,
-        broker_lease=args.lease,
-        broker_buffer=args.buffer,
-        heartbeat_interval=None,
+    settings: dict[str, Any] = dict(
+        broker=args.broker, broker_lease=args.lease, broker_buffer=args.buffer
     )
+    if args.chat:
+        app = presets.chat(heartbeat_interval=None, **settings)
+    else:
+        app = roomcast.Server(heartbeat_interval=None, **settings)
 
-    @app.on_connect
-    def joined(conn: roomcast.Connection, request: object) -> None:
-        if conn.path.startswith("/room/"):
-            conn.join(conn.path[len("/room/") :])
+        @app.on_connect
+        def joined(conn: roomcast.Connection, request: object) -> None:
+            if conn.path.startswith("/room/"):
+                conn.join(conn.path[len("/room/") :])
 
-    @app.on_message
-    def said(conn: roomcast.Connection, message: object) -> None:
-        for prefix in ("/room/", "/send/"):
-            if conn.path.startswith(prefix):
-                app.room(conn.path[len(prefix) :]).broadcast(message)
-                return
-        text = str(message)
-        if text.startswith("count "):
-            conn.send(str(len(app.room(text[len("count ") :]))))
-        elif text == "stats":
-            conn.send(json.dumps(app.stats()["broker"]))
+        @app.on_message
+        def said(conn: roomcast.Connection, message: object) -> None:
+            for prefix in ("/room/", "/send/"):
+                if conn.path.startswith(prefix):
+                    app.room(conn.path[len(prefix) :]).broadcast(message)
 
+    def probe(environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        room = parse_qs(environ.get("QUERY_STRING", "")).get("room", [""])[0]
+        if environ["PATH_INFO"] == "/count":
+            n = app.chat.count(room) if args.chat else len(app.room(room))
+            body = str(n).encode()
+        else:
+            body = json.dumps(app.stats()).encode()
+        start("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    app.wsgi(probe)
     running = app.start(port=args.port)
     print(f"ready {running.port}", flush=True)
     done = threading.Event()

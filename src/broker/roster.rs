@@ -126,7 +126,18 @@ impl Roster for RedisRoster {
                 .saturating_sub(self.bounds.ttl.as_millis() as u64)
                 .to_string();
             let node = self.node();
-            let args = [self.ns(), room, uid, name, &node, &now_ms, &cutoff, &now_s];
+            let lease = (self.broker.config.lease.as_millis() as u64).to_string();
+            let args = [
+                self.ns(),
+                room,
+                uid,
+                name,
+                &node,
+                &now_ms,
+                &cutoff,
+                &now_s,
+                &lease,
+            ];
             let what = "take the messages kept for a user entering (they stay kept)";
             match self
                 .call::<(usize, Version, Vec<String>)>(&self.arrive, &args, what)

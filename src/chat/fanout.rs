@@ -62,13 +62,13 @@ impl Chat {
 
     /// A chat frame from another node.
     pub fn remote(&self, hub: &Hub, body: ChatBody) {
-        let Some(room) = self.room(&body.room) else {
-            return; // nobody is in that room here
-        };
-        room.set_num(Num {
+        self.num_cell(&body.room).set(Num {
             count: body.num as usize,
             version: body.version,
         });
+        let Some(room) = self.room(&body.room) else {
+            return; // nobody is in that room here
+        };
         let mut held = room.held.lock().unwrap();
         if held.entering {
             held.queue.push(body);
@@ -117,7 +117,6 @@ impl Chat {
     pub async fn run_roster(self: Arc<Self>, hub: Arc<Hub>, every: Duration) {
         let mut resync = false;
         loop {
-            tokio::time::sleep(every).await;
             let local = if resync {
                 Some(self.local_users().await)
             } else {
@@ -128,6 +127,7 @@ impl Chat {
             for gone in tick.vanished {
                 self.vanished(&hub, gone);
             }
+            tokio::time::sleep(every).await;
         }
     }
 
@@ -138,9 +138,9 @@ impl Chat {
             gone.room
         );
         let out = frame::out(&gone.name, gone.num.count);
+        self.num_cell(&gone.room).set(gone.num);
         match self.room(&gone.room) {
             Some(room) => {
-                room.set_num(gone.num);
                 self.broadcast(hub, &room, out, &[], None);
             }
             None => {

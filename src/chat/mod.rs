@@ -30,7 +30,7 @@ use crate::ConnId;
 use auth::{Auth, Grant};
 use frame::Object;
 use offline::{Bounds, OfflineCounts};
-use room::ChatRoom;
+use room::{ChatRoom, NumCell};
 use roster::{MemoryRoster, Roster};
 
 #[derive(Clone, Debug)]
@@ -96,6 +96,8 @@ pub struct Chat {
     pub(crate) auth: Option<Auth>,
     roster: Arc<dyn Roster>,
     rooms: Mutex<HashMap<Arc<str>, Arc<ChatRoom>>>,
+    /// Every room's `num`, also of rooms with nobody here (other nodes count them).
+    nums: Mutex<HashMap<Arc<str>, Arc<NumCell>>>,
     conns: Mutex<HashMap<ConnId, Arc<ChatConn>>>,
 }
 
@@ -109,6 +111,7 @@ impl Chat {
             auth: config.jwt_secret.as_deref().map(Auth::new),
             roster,
             rooms: Mutex::new(HashMap::new()),
+            nums: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
         }
     }
@@ -127,7 +130,11 @@ impl Chat {
             return room.clone();
         }
         let name: Arc<str> = Arc::from(name);
-        let room = Arc::new(ChatRoom::new(name.clone(), id.clone()));
+        let room = Arc::new(ChatRoom::new(
+            name.clone(),
+            id.clone(),
+            self.num_cell(&name),
+        ));
         rooms.insert(name, room.clone());
         room
     }
@@ -148,7 +155,23 @@ impl Chat {
 
     /// Distinct users online in `room` (the protocol's `num`; on every node, with a broker).
     pub fn count(&self, room: &str) -> usize {
-        self.room(room).map_or(0, |r| r.num())
+        let nums = self.nums.lock().unwrap();
+        nums.get(room).map_or(0, |n| n.get().count)
+    }
+
+    /// The room's count cell, made on first use. Cells of rooms that stayed empty for a while
+    /// (and have no room here) are dropped as new ones are made, so the map stays bounded.
+    pub(crate) fn num_cell(&self, room: &str) -> Arc<NumCell> {
+        let mut nums = self.nums.lock().unwrap();
+        if let Some(cell) = nums.get(room) {
+            return cell.clone();
+        }
+        if nums.len() % 256 == 255 {
+            nums.retain(|_, c| Arc::strong_count(c) > 1 || !c.idle(Duration::from_secs(10)));
+        }
+        let cell = Arc::new(NumCell::default());
+        nums.insert(Arc::from(room), cell.clone());
+        cell
     }
 
     /// uid → entered name of the users connected to `room` on this node.

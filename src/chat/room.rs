@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -15,8 +16,9 @@ pub struct ChatRoom {
     /// The `roomid` as the first entrant wrote it (string or number), for kept copies.
     pub id: Value,
     /// Distinct users online in the room (on every node, with a broker), readable without the
-    /// room's lock (heartbeat sweeps, `count`).
-    num: Mutex<Num>,
+    /// room's lock (heartbeat sweeps, `count`). Shared with `Chat`'s map, which outlives the
+    /// room when its last connection here goes (the count still matters to `count`).
+    num: Arc<NumCell>,
     /// An async lock: it is held while the roster is awaited, so an entering member and a
     /// message to the room can never cross (exactly-once delivery of kept messages).
     pub state: tokio::sync::Mutex<People>,
@@ -32,30 +34,55 @@ pub struct Held {
 }
 
 impl ChatRoom {
-    pub fn new(name: Arc<str>, id: Value) -> Self {
+    pub fn new(name: Arc<str>, id: Value, num: Arc<NumCell>) -> Self {
         Self {
             name,
             id,
-            num: Mutex::new(Num::default()),
+            num,
             state: tokio::sync::Mutex::new(People::default()),
             held: Mutex::new(Held::default()),
         }
     }
 
     pub fn num(&self) -> usize {
-        self.num.lock().unwrap().count
+        self.num.get().count
     }
 
     pub fn num_version(&self) -> Num {
-        *self.num.lock().unwrap()
+        self.num.get()
+    }
+
+    pub fn set_num(&self, num: Num) {
+        self.num.set(num);
+    }
+}
+
+/// A room's `num` and when it last changed.
+pub struct NumCell(Mutex<(Num, Instant)>);
+
+impl Default for NumCell {
+    fn default() -> Self {
+        Self(Mutex::new((Num::default(), Instant::now())))
+    }
+}
+
+impl NumCell {
+    pub fn get(&self) -> Num {
+        self.0.lock().unwrap().0
     }
 
     /// Takes a newer count (counts from several nodes may arrive out of order).
-    pub fn set_num(&self, num: Num) {
-        let mut current = self.num.lock().unwrap();
-        if num.version >= current.version {
-            *current = num;
+    pub fn set(&self, num: Num) {
+        let mut current = self.0.lock().unwrap();
+        if num.version >= current.0.version {
+            *current = (num, Instant::now());
         }
+    }
+
+    /// Zero for a while: no late count can still be newer, the cell can go.
+    pub fn idle(&self, for_at_least: Duration) -> bool {
+        let current = self.0.lock().unwrap();
+        current.0.count == 0 && current.1.elapsed() >= for_at_least
     }
 }
 
@@ -139,7 +166,7 @@ mod tests {
 
     #[test]
     fn the_newest_count_wins() {
-        let room = ChatRoom::new(Arc::from("r"), Value::Null);
+        let room = ChatRoom::new(Arc::from("r"), Value::Null, Arc::default());
         room.set_num(Num {
             count: 3,
             version: 5,

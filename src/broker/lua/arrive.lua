@@ -1,7 +1,11 @@
 -- A user's first connection through this node entered the room: take what was kept.
--- ARGV: ns, room, uid, name, node, now_ms, cutoff_ms (older kept copies expired), now_s
+-- ARGV: ns, room, uid, name, node, now_ms, cutoff_ms (older kept copies expired), now_s,
+--       lease_ms
 local ns, room, uid, name, node = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local r = room_key(ns, room)
+-- The node holds a lease from its first user on, even before its first tick: if it dies
+-- at once, its users still go offline when the lease ends.
+redis.call('ZADD', ns .. ':chat:nodes', 'NX', tonumber(ARGV[6]) + tonumber(ARGV[9]), node)
 redis.call('ZADD', r .. ':members', '+inf', uid)
 if redis.call('HSET', ns .. ':chat:node:' .. node, room .. '\0' .. uid, name) == 1 then
   redis.call('HINCRBY', r .. ':online', uid, 1)
