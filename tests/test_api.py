@@ -27,6 +27,7 @@ def test_all_is_the_public_surface():
         "presets",
         "rooms",
         "server",
+        "supervisor",
         "testing",
         "wsgi",
     }
@@ -45,6 +46,8 @@ def test_python_defaults_match_the_core():
         "pages": [],  # app.page()
         "chat": None,  # presets.chat()
         "http_app": False,  # app.wsgi()
+        "reuse_port": False,  # app.run(processes=N) / roomcast run --workers N
+        "broker": None,  # Server(broker=URL) builds the dict
     }
     core = _roomcast.default_settings()
     for name, value in core.items():

@@ -9,9 +9,10 @@ import signal
 import time
 
 import pytest
+from cluster import Node, open_receivers, send_numbered, start_nodes
 
 import roomcast
-from cluster import Node, open_receivers, send_numbered, start_nodes
+
 from conftest import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -49,7 +50,9 @@ async def fan_out(nodes, per_node: int, senders: dict, every: float = 0.0, durin
 
 
 def assert_exactly_once(receivers, senders):
-    problems = [p for i, r in enumerate(receivers) for p in (f"receiver {i}: {x}" for x in r.check(senders))]
+    problems = [
+        p for i, r in enumerate(receivers) for p in (f"receiver {i}: {x}" for x in r.check(senders))
+    ]
     assert not problems, "\n".join(problems[:10])
 
 
@@ -71,13 +74,21 @@ def test_counts_agree_on_every_node_and_members_stay_local(nodes, roomcast_redis
             [cluster[0].url("a")] * 2 + [cluster[1].url("a")] * 3 + [cluster[2].url("b")]
         )
         for node in cluster:
-            wait_for(lambda node=node: node.count("a") == 5, timeout=5, what="a counts 5 everywhere")
-            wait_for(lambda node=node: node.count("b") == 1, timeout=5, what="b counts 1 everywhere")
+            wait_for(
+                lambda node=node: node.count("a") == 5, timeout=5, what="a counts 5 everywhere"
+            )
+            wait_for(
+                lambda node=node: node.count("b") == 1, timeout=5, what="b counts 1 everywhere"
+            )
         await receivers[2].ws.close()
         await receivers[5].ws.close()
         for node in cluster:
-            wait_for(lambda node=node: node.count("a") == 4, timeout=5, what="a counts 4 everywhere")
-            wait_for(lambda node=node: node.count("b") == 0, timeout=5, what="b counts 0 everywhere")
+            wait_for(
+                lambda node=node: node.count("a") == 4, timeout=5, what="a counts 4 everywhere"
+            )
+            wait_for(
+                lambda node=node: node.count("b") == 0, timeout=5, what="b counts 0 everywhere"
+            )
         for r in receivers:
             await r.ws.close()
 
@@ -95,7 +106,11 @@ def test_a_killed_node_leaves_every_count_within_its_lease(nodes):
         cluster[2].signal(signal.SIGKILL)
         killed = time.monotonic()
         for node in cluster[:2]:
-            wait_for(lambda node=node: node.count("a") == 4, timeout=lease + 2, what="the dead node's members to go")
+            wait_for(
+                lambda node=node: node.count("a") == 4,
+                timeout=lease + 2,
+                what="the dead node's members to go",
+            )
         took = time.monotonic() - killed
         # The lease, plus one check interval (0.1 s) and the probe's own time.
         assert took <= lease + 0.6, f"counts fell after {took:.2f} s with a {lease} s lease"
@@ -125,7 +140,11 @@ def test_redis_restarted_mid_traffic_loses_nothing(nodes, roomcast_redis):
     assert all(n.logged("failed") and n.logged("is back after") for n in cluster)
     # Presence is rebuilt: every node counts every member again.
     for node in cluster:
-        wait_for(lambda node=node: node.stats()["nodes"] == 2, timeout=10, what="nodes to see each other again")
+        wait_for(
+            lambda node=node: node.stats()["nodes"] == 2,
+            timeout=10,
+            what="nodes to see each other again",
+        )
 
 
 def test_local_rooms_keep_working_while_redis_is_down(nodes, roomcast_redis):
@@ -141,7 +160,9 @@ def test_local_rooms_keep_working_while_redis_is_down(nodes, roomcast_redis):
 
     receivers = asyncio.run(scenario())
     assert receivers[0].check({"s": 20}) == []
-    wait_for(lambda: cluster[0].stats()["unsent"] >= 20, timeout=5, what="messages to wait for Redis")
+    wait_for(
+        lambda: cluster[0].stats()["unsent"] >= 20, timeout=5, what="messages to wait for Redis"
+    )
 
 
 def test_an_outage_past_the_buffer_drops_the_oldest_counted_and_logged(nodes, roomcast_redis):

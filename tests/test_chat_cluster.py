@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-
 from chatclient import ChatClient
 from cluster import Node
+
 from conftest import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -134,7 +134,7 @@ def test_kept_and_live_messages_reach_a_user_reentering_mid_conversation_once_in
         texts = [f"c{cycle}-m{i}" for i in range(total)]
         total_sent += texts
 
-        def talk() -> None:
+        def talk(texts: list[str] = texts) -> None:
             for text in texts:
                 talker.say(text)
                 time.sleep(0.003)
@@ -143,7 +143,7 @@ def test_kept_and_live_messages_reach_a_user_reentering_mid_conversation_once_in
         t.start()
         try:
             time.sleep(0.1)  # mid-conversation: she comes back on another node
-            carol, kept, enter_frame = enter(node, "carol", "Carol")
+            carol, kept, _enter_frame = enter(node, "carol", "Carol")
             rest = carol.collect(total - len(kept))
         finally:
             t.join(20)
@@ -165,7 +165,7 @@ def test_a_killed_nodes_users_go_out_within_the_lease(chat_nodes):
     lease = 1.0
     n0, n1, n2 = chat_nodes(3, lease=lease)
     erin, _, _ = enter(n0, "erin", "Erin")
-    dave, _, _ = enter(n2, "dave", "Dave")
+    _dave, _, _ = enter(n2, "dave", "Dave")
     erin.expect("enter")
     wait_for(lambda: counts([n0, n1, n2]) == [2, 2, 2], what="num 2 everywhere")
     n2.signal(signal.SIGKILL)

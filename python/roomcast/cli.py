@@ -1,6 +1,7 @@
 """The ``roomcast`` command.
 
-- ``roomcast run module:app [--host] [--port] [--log-level] [--reload]`` serves your app.
+- ``roomcast run module:app [--host] [--port] [--log-level] [--reload] [--workers N]`` serves
+  your app; ``--workers N`` from N processes on one port (``roomcast.supervisor``).
 - ``roomcast demo [--host] [--port] [--jwt-secret]`` serves the chat demo.
 - ``roomcast --version``.
 
@@ -18,7 +19,7 @@ import sys
 import traceback
 from typing import Optional
 
-from . import __version__
+from . import __version__, supervisor
 
 
 class CLIError(Exception):
@@ -89,13 +90,32 @@ def _where(exc: BaseException) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise CLIError(f"--workers must be at least 1 (got {args.workers})")
     if args.reload:
+        if args.workers > 1:
+            raise CLIError(
+                f"--reload cannot be combined with --workers {args.workers}: it restarts one "
+                "process when code changes; use --reload in development, --workers in production"
+            )
         return _run_reloading(args)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("roomcast").setLevel(args.log_level.upper())
+    supervisor.claim_worker()  # before the import: the app's module may call run()
     app = load_app(args.app, args.app_dir)
+    if args.workers > 1:
+        supervisor.check(app, args.workers, f"--workers {args.workers}")  # type: ignore[arg-type]
+        return supervisor.supervise(
+            args.app,
+            args.app_dir,
+            args.host,
+            args.port,
+            args.workers,
+            log_level=args.log_level,
+            shutdown_timeout=app.shutdown_timeout,  # type: ignore[attr-defined]
+        )
     app.run(args.host, args.port)  # type: ignore[attr-defined]
     return 0
 
@@ -147,6 +167,14 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--app-dir", default=".", help="directory to import the app from, and to watch (.)"
+    )
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (SO_REUSEPORT); above 1 needs "
+        "Server(broker=...) so rooms span them. Not Server(workers=), the hook threads (1)",
     )
     r.set_defaults(run=_run)
 

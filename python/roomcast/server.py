@@ -55,6 +55,14 @@ class Server:
       port answers ``stats()`` in Prometheus' text format, written by the core without
       Python (so it answers even while every hook worker is busy). To add the same metrics
       to an existing registry instead, see ``roomcast.metrics.RoomcastCollector``.
+    - ``broker`` (None = rooms are local to this process): ``"redis://host:port/db"`` shares
+      rooms with every other node on that Redis: broadcasts reach members on every node
+      exactly once and in order, ``len(room)`` counts members on every live node
+      (``room.members`` stays this node's connections). ``broker_namespace`` ("roomcast")
+      separates applications sharing one Redis; ``broker_buffer`` (65536 messages) is what
+      a node keeps for replay and for a Redis outage, oldest dropped and counted past it;
+      ``broker_lease`` (3 s): a node not heard from for this long stops counting. See
+      docs/scaling.md.
     """
 
     def __init__(
@@ -77,6 +85,10 @@ class Server:
         read_buffer_size: int = 16 * 1024,
         write_buffer_size: int = 16 * 1024,
         metrics_path: Optional[str] = None,
+        broker: Optional[str] = None,
+        broker_namespace: str = "roomcast",
+        broker_buffer: int = 65536,
+        broker_lease: float = 3.0,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1 (got {workers})")
@@ -99,6 +111,14 @@ class Server:
             "chat": None,
             "pages": [],
             "metrics_path": metrics_path,
+            "broker": None
+            if broker is None
+            else {
+                "url": broker,
+                "namespace": broker_namespace,
+                "buffer": broker_buffer,
+                "lease": broker_lease,
+            },
         }
         self.shutdown_timeout = shutdown_timeout
         self.workers = workers
@@ -254,25 +274,41 @@ class Server:
     def connection_count(self) -> int:
         return self._core().connection_count()
 
+    @property
+    def broker_url(self) -> Optional[str]:
+        """The broker's URL (``Server(broker=...)``), or None: rooms are this process's own."""
+        broker = self._settings.get("broker")
+        return None if broker is None else str(broker["url"])
+
     def stats(self) -> dict[str, Any]:
         """The running server's counters and gauges; see ``RunningServer.stats``."""
         return self._core().stats()
 
     # -- running -----------------------------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False
+    ) -> RunningServer:
         """Start serving in background threads and return at once (``port=0`` picks a free
-        port: read it from the result). Stop with ``.stop()``, from any thread."""
-        return self._start(host, port, None)
+        port: read it from the result). Stop with ``.stop()``, from any thread.
+
+        ``reuse_port`` binds with SO_REUSEPORT, so that several processes can listen on one
+        port (the kernel spreads new connections between them); ``run(processes=N)`` uses it.
+        """
+        return self._start(host, port, None, reuse_port)
 
     def _start(
-        self, host: str, port: int, loop: Optional[asyncio.AbstractEventLoop]
+        self,
+        host: str,
+        port: int,
+        loop: Optional[asyncio.AbstractEventLoop],
+        reuse_port: bool = False,
     ) -> RunningServer:
         with self._lock:
             if self._running is not None:
                 raise RuntimeError("this server is already running; stop() it first")
             _logging.start()
-            core = Core(host, port, self._settings)
+            core = Core(host, port, {**self._settings, "reuse_port": reuse_port})
             core.set_routes(*self._routes())
             running = RunningServer(self, core, loop)
             self._running = running
@@ -293,22 +329,40 @@ class Server:
         finally:
             await running.aclose()
 
-    def run(self, host: str = "127.0.0.1", port: int = 8765) -> None:
-        """Serve until Ctrl-C or SIGTERM, then shut down gracefully."""
-        running = self.start(host, port)
+    def run(self, host: str = "127.0.0.1", port: int = 8765, *, processes: int = 1) -> None:
+        """Serve until Ctrl-C or SIGTERM, then shut down gracefully.
+
+        ``processes=N`` (above 1) serves from N worker processes sharing the port
+        (SO_REUSEPORT; ``roomcast run --workers N`` on the command line) while this process
+        supervises them: it restarts a worker that dies and, at Ctrl-C or SIGTERM, stops them
+        all gracefully. It needs a broker, so that rooms span the processes, and the app in a
+        module-level variable, which each worker imports (so call ``run()`` under
+        ``if __name__ == "__main__":``). Not to be confused with ``workers``, the hook threads
+        of each process. See ``roomcast.supervisor``.
+        """
+        from . import supervisor
+
+        if processes != 1:
+            supervisor.run_processes(self, host, port, processes)
+            return
+        worker = supervisor.worker_label()  # "" unless a supervisor started this process
+        running = self.start(host, port, reuse_port=bool(worker))
         done = threading.Event()
         previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())
-        print(f"roomcast: serving on {running.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        stop_hint = "" if worker else " (Ctrl-C to stop)"
+        # The newline in the one write: workers share stderr, and their lines must not interleave.
+        line = f"roomcast: {worker}serving on {running.url}{stop_hint}\n"
+        print(line, end="", file=sys.stderr, flush=True)
         try:
             while not done.wait(0.5):
                 pass
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            print("roomcast: shutting down", file=sys.stderr, flush=True)
+            print(f"roomcast: {worker}shutting down\n", end="", file=sys.stderr, flush=True)
             running.stop()
 
 
