@@ -177,3 +177,36 @@ def test_a_killed_nodes_users_go_out_within_the_lease(chat_nodes):
     assert took <= lease * 1.5 + 0.5, f"out after {took:.2f} s with a {lease} s lease"
     wait_for(lambda: counts([n0, n1]) == [1, 1], what="num 1 on the live nodes")
     erin.close()
+
+
+def test_chat_goes_on_through_a_redis_restart_and_counts_are_rebuilt(chat_nodes, roomcast_redis):
+    n0, n1 = chat_nodes(2)
+    ann, _, _ = enter(n0, "ann", "Ann")
+    bob, _, _ = enter(n1, "bob", "Bob")
+    ann.expect("enter")
+    roomcast_redis.kill()  # no persistence: the roster is gone with it
+    started = time.monotonic()
+    ann.say("while Redis is away")
+    # Local chat does not wait for Redis.
+    assert ann.expect("message")["message"] == "while Redis is away"
+    assert time.monotonic() - started < 1.0
+    wait_for(lambda: n0.chat_stats()["store_failures"] >= 1, what="the failed keep counted")
+    roomcast_redis.restart()
+    # The message waited at n0 and reaches bob once Redis is back.
+    assert bob.expect("message", timeout=10)["message"] == "while Redis is away"
+    # Each node re-registers its users within a tick: nobody has to enter again.
+    wait_for(
+        lambda: int(roomcast_redis.command("HLEN", "roomcast:chat:r:r:online")) == 2,
+        timeout=10,
+        what="ann and bob online in Redis again",
+    )
+    carol, _, enter_frame = enter(n1, "carol", "Carol")
+    assert enter_frame["num"] == 3
+    assert bob.expect("enter")["num"] == 3
+    ann.close()
+    out = bob.expect("out", timeout=5)
+    assert (out["name"], out["num"]) == ("Ann", 2)
+    wait_for(lambda: counts([n0, n1]) == [2, 2], what="num 2 on both nodes")
+    assert any("could not" in line and "Redis" in line for line in n0.lines)
+    carol.close()
+    bob.close()

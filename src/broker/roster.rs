@@ -4,9 +4,9 @@
 //! user entering on another node can never interleave. Runs on the publishing connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use redis::{FromRedisValue, Script};
@@ -36,6 +36,10 @@ pub struct RedisRoster {
     /// The cluster's counters, as of the last tick.
     counts: Mutex<OfflineCounts>,
     failures: AtomicU64,
+    /// A call failed since the last successful one (logged once).
+    outage: AtomicBool,
+    /// A call failed: the next tick re-registers this node's users.
+    resync: AtomicBool,
 }
 
 type Version = (u64, u64);
@@ -67,6 +71,8 @@ impl RedisRoster {
             tick: script!("lua/tick.lua"),
             counts: Mutex::new(OfflineCounts::default()),
             failures: AtomicU64::new(0),
+            outage: AtomicBool::new(false),
+            resync: AtomicBool::new(false),
         }
     }
 
@@ -78,43 +84,43 @@ impl RedisRoster {
         &self.broker.config.namespace
     }
 
-    /// Runs a script, waiting up to `WAIT` for Redis; `None` (logged, counted) if it cannot.
+    /// Runs a script on the publishing connection. Fails at once while Redis is away: the
+    /// room's lock is held meanwhile, and local chat must keep going. A failure is counted,
+    /// logged once per outage, and makes the next tick re-register this node's users.
     async fn call<T: FromRedisValue>(
         &self,
         script: &Script,
         args: &[&str],
         what: &str,
     ) -> Option<T> {
-        let deadline = Instant::now() + WAIT;
-        let mut last_error = String::from("not connected");
-        loop {
-            let conn = self.broker.conn.lock().unwrap().clone();
-            if let Some(mut conn) = conn {
+        let conn = self.broker.conn.lock().unwrap().clone();
+        let error = match conn {
+            None => "Redis is not connected".to_owned(),
+            Some(mut conn) => {
                 let mut call = script.prepare_invoke();
                 for arg in args {
                     call.arg(*arg);
                 }
-                match call.invoke_async::<T>(&mut conn).await {
-                    Ok(value) => return Some(value),
-                    // Only a lost connection is worth waiting out; a script error is a bug.
-                    Err(e) if !(e.is_io_error() || e.is_connection_dropped() || e.is_timeout()) => {
-                        self.failures.fetch_add(1, Ordering::Relaxed);
-                        log::error!("chat: could not {what} in Redis: {e}");
-                        return None;
+                match tokio::time::timeout(WAIT, call.invoke_async::<T>(&mut conn)).await {
+                    Ok(Ok(value)) => {
+                        if self.outage.swap(false, Ordering::Relaxed) {
+                            log::warn!("chat: the roster in Redis answers again");
+                        }
+                        return Some(value);
                     }
-                    Err(e) => last_error = e.to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {} s", WAIT.as_secs()),
                 }
             }
-            if Instant::now() >= deadline {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                log::error!(
-                    "chat: could not {what} in Redis within {} s ({last_error}); the room goes on without it",
-                    WAIT.as_secs()
-                );
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.resync.store(true, Ordering::Relaxed);
+        if !self.outage.swap(true, Ordering::Relaxed) {
+            log::error!(
+                "chat: could not {what} in Redis ({error}); local chat goes on, but messages sent while Redis is away are not kept for members away (counted in store_failures)"
+            );
         }
+        None
     }
 }
 
@@ -234,7 +240,10 @@ impl Roster for RedisRoster {
     }
 
     fn counts(&self) -> OfflineCounts {
-        *self.counts.lock().unwrap()
+        OfflineCounts {
+            store_failures: self.failures.load(Ordering::Relaxed),
+            ..*self.counts.lock().unwrap()
+        }
     }
 
     fn remembers(&self, _room: &str) -> bool {
@@ -247,6 +256,7 @@ impl Roster for RedisRoster {
             let node = self.node();
             let lease = (self.broker.config.lease.as_millis() as u64).to_string();
             let mut args: Vec<&str> = vec![self.ns(), &node, &now_ms, &lease, &now_s];
+            args.push(if local.is_some() { "1" } else { "0" });
             let local = local.unwrap_or_default();
             for (room, uid, name) in &local {
                 args.extend([room.as_str(), uid.as_str(), name.as_str()]);
@@ -266,9 +276,10 @@ impl Roster for RedisRoster {
                 dropped_full: get("dropped_full"),
                 dropped_expired: get("dropped_expired"),
                 waiting: get("waiting"),
+                store_failures: self.failures.load(Ordering::Relaxed),
             };
             Tick {
-                resync: resync == 1,
+                resync: resync == 1 || self.resync.swap(false, Ordering::Relaxed),
                 vanished: vanished
                     .into_iter()
                     .map(|(room, uid, name, count, version)| Vanished {

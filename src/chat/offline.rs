@@ -42,6 +42,9 @@ pub struct OfflineCounts {
     pub dropped_expired: u64,
     /// Copies waiting now.
     pub waiting: u64,
+    /// Calls to a shared store (Redis) that failed: it could not be reached in time. A message
+    /// sent meanwhile may not have been kept for the members away.
+    pub store_failures: u64,
 }
 
 #[derive(Default)]
@@ -180,6 +183,7 @@ impl OfflineStore for MemoryStore {
             dropped_full: self.dropped_full.load(Ordering::Relaxed),
             dropped_expired: self.dropped_expired.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed),
+            store_failures: 0,
         }
     }
 }

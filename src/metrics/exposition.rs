@@ -215,6 +215,12 @@ pub fn render(s: &Snapshot) -> String {
             "Kept chat messages waiting for their member now.",
             chat.waiting,
         );
+        o.single(
+            "roomcast_chat_store_failures_total",
+            c,
+            "Chat roster calls to Redis that failed (messages sent meanwhile may not be kept).",
+            chat.store_failures,
+        );
     }
     if let Some(b) = &s.broker {
         broker(&mut o, b);
@@ -395,6 +401,7 @@ mod tests {
             dropped_full: 1,
             dropped_expired: 0,
             waiting: 0,
+            store_failures: 0,
         });
         let text = render(&s);
         assert_eq!(value(&text, "roomcast_chat_offline_kept_total"), "4");

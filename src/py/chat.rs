@@ -119,6 +119,7 @@ impl ChatCore {
         d.set_item("offline_dropped", c.dropped_full + c.dropped_expired)?;
         d.set_item("offline_dropped_full", c.dropped_full)?;
         d.set_item("offline_dropped_expired", c.dropped_expired)?;
+        d.set_item("store_failures", c.store_failures)?;
         d.set_item("offline_waiting", c.waiting)?;
         Ok(d)
     }

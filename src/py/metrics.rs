@@ -122,6 +122,7 @@ pub fn stats<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDict>>
             chat.set_item("offline_delivered", c.delivered)?;
             chat.set_item("offline_dropped_full", c.dropped_full)?;
             chat.set_item("offline_dropped_expired", c.dropped_expired)?;
+            chat.set_item("store_failures", c.store_failures)?;
             chat.set_item("offline_waiting", c.waiting)?;
             d.set_item("chat", chat)?;
         }
