@@ -46,11 +46,16 @@ class Room:
         Called from a hook, the frames leave when the hook's batch of events is done (at
         most about a millisecond later), in the order the hook sent them: one hand-over to
         the I/O thread per batch instead of one per message.
+
+        With a broker (``Server(broker=...)``) the message also reaches the room's members on
+        every other node, exactly once and in the order sent; ``exclude`` and the returned
+        count concern this node's members.
         """
         return self._core.broadcast(self.name, encode(message), exclude_ids(exclude))
 
     @property
     def count(self) -> int:
+        """Members of the room: on every live node with a broker, else in this process."""
         return self._core.room_count(self.name)
 
     def __len__(self) -> int:
@@ -58,6 +63,7 @@ class Room:
 
     @property
     def members(self) -> list[Connection]:
+        """This process's members (the connections it can send to and close)."""
         found = (self._lookup(i) for i in self._core.room_members(self.name))
         return [c for c in found if c is not None]
 
