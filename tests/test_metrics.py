@@ -58,6 +58,19 @@ def value(fams: dict[str, Any], name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name}{labels}")
 
 
+def assert_same_families(core: str, collector: str) -> None:
+    """The core's exposition and the collector's output have the same families, types,
+    help and samples."""
+    ours, theirs = families(core), families(collector)
+    assert set(theirs) == set(ours)
+    for name, family in ours.items():
+        other = theirs[name]
+        assert (family.type, family.documentation) == (other.type, other.documentation), name
+        mine = sorted((s.name, sorted(s.labels.items()), float(s.value)) for s in family.samples)
+        got = sorted((s.name, sorted(s.labels.items()), float(s.value)) for s in other.samples)
+        assert mine == got, name
+
+
 def test_traffic_rooms_and_broadcasts_are_counted(start):
     calls = []
     app = roomcast.Server()
@@ -301,6 +314,7 @@ def test_the_prometheus_collector(start):
     assert value(fams, "roomcast_hook_duration_seconds_count") == 1
     assert value(fams, "roomcast_hook_duration_seconds_bucket", le="+Inf") == 1
     assert "roomcast_chat_offline_kept" not in fams
+    assert "roomcast_broker_published" not in fams
     # A RunningServer works too, and its registration conflicts with the app's (same names).
     with pytest.raises(ValueError, match="Duplicated"):
         registry.register(RoomcastCollector(server))
@@ -349,15 +363,7 @@ def test_the_metrics_path_agrees_with_the_collector(start):
     assert value(fams, "roomcast_connections_refused_total", reason="request", status="426") == 1
     assert value(fams, "roomcast_http_responses_total", **{"class": "2xx"}) == 1
 
-    # The same families, types, help and samples as the collector's.
-    theirs = families(from_collector)
-    assert set(theirs) == set(fams)
-    for name, family in fams.items():
-        other = theirs[name]
-        assert (family.type, family.documentation) == (other.type, other.documentation), name
-        ours = sorted((s.name, sorted(s.labels.items()), float(s.value)) for s in family.samples)
-        got = sorted((s.name, sorted(s.labels.items()), float(s.value)) for s in other.samples)
-        assert ours == got, name
+    assert_same_families(text, from_collector)
 
     assert http_get(server.port, "/metrics", method="POST")[0] == 405
     assert http_get(server.port, "/other")[0] == 426
@@ -397,6 +403,7 @@ def test_the_chat_preset_counters(start):
         "offline_dropped_full": 0,
         "offline_dropped_expired": 0,
         "offline_waiting": 0,
+        "store_failures": 0,  # roster calls to Redis: none without a broker
     }
     with ChatClient(server.url) as a:
         a.enter("r", "u1", "alice")
@@ -415,9 +422,94 @@ def test_the_chat_preset_counters(start):
     assert value(fams, "roomcast_chat_offline_kept_total") == 1
     assert value(fams, "roomcast_chat_offline_waiting") == 1
     assert value(fams, "roomcast_chat_offline_dropped_total", reason="full") == 0
+    assert value(fams, "roomcast_chat_store_failures_total") == 0
+    assert "roomcast_broker_published" not in fams
     # The preset's broadcasts (enter, out, message) go through the same counters.
     assert server.stats()["broadcasts"] >= 4
     registry = CollectorRegistry()
     registry.register(RoomcastCollector(app))
     fams = families(generate_latest(registry).decode())
     assert value(fams, "roomcast_chat_offline_kept_total") == 1
+
+
+BROKER_COUNTERS = [
+    "published",
+    "received",
+    "duplicates",
+    "gaps",
+    "lost",
+    "dropped",
+    "malformed",
+    "reconnects",
+]
+BROKER_GAUGES = ["unsent", "nodes", "connected"]
+
+
+def scrape_both(server: Any) -> tuple[str, str, dict[str, Any]]:
+    """The core's ``/metrics`` text, the collector's output and ``stats()``, read while
+    nothing but the GET's own count moved (the broker's beats count as published)."""
+    registry = CollectorRegistry()
+    registry.register(RoomcastCollector(server))
+    gets = server.stats()["http_responses"]["2xx"]
+    for _ in range(20):
+        before = server.stats()
+        from_collector = generate_latest(registry).decode()
+        _, _, text = http_get(server.port, "/metrics")
+        gets += 1
+        # Its own answer is counted once written, after the text was made.
+        after = wait_for(
+            lambda gets=gets: (s := server.stats())["http_responses"]["2xx"] == gets and s,
+            what="the GET counted",
+        )
+        before.pop("http_responses")
+        after.pop("http_responses")
+        if before == after:
+            return text, from_collector, after
+    raise AssertionError("stats() kept moving while /metrics was read")
+
+
+def test_the_broker_families(start, roomcast_redis):
+    # Two nodes on one Redis; a long lease keeps beats (counted as published) rare.
+    settings: dict[str, Any] = dict(broker=roomcast_redis.url, broker_lease=30.0)
+    app = presets.chat(metrics_path="/metrics", **settings)
+    described = {f.name for f in RoomcastCollector(app).describe()}
+    assert {f"roomcast_broker_{n}" for n in BROKER_COUNTERS + BROKER_GAUGES} <= described
+    assert "roomcast_chat_store_failures" in described
+    server = start(app)
+    other_app = presets.chat(**settings)
+    other = start(other_app)
+    for node in (server, other):
+        wait_for(
+            lambda node=node: (b := node.stats()["broker"])["connected"] and b["nodes"] == 1,
+            timeout=10,
+            what="both nodes on the bus",
+        )
+    with ChatClient(server.url) as a, ChatClient(other.url) as b:
+        a.enter("r", "u1", "alice")
+        # alice's enter reached the other node (it carries num) before bob enters there.
+        wait_for(lambda: other_app.chat.count("r") == 1, what="alice counted on the other node")
+        b.enter("r", "u2", "bob")
+        assert a.expect("enter")["name"] == "bob"  # from the other node, through Redis
+        a.say("hello")
+        assert b.expect("message")["message"] == "hello"
+        wait_for(
+            lambda: (s := server.stats()["broker"])["received"] >= 1 and s["unsent"] == 0,
+            what="the other node's enter received",
+        )
+        text, from_collector, stats = scrape_both(server)
+
+    broker = stats["broker"]
+    assert broker["connected"] is True and broker["nodes"] == 1
+    assert broker["published"] >= 2 and broker["received"] >= 1
+    assert (broker["lost"], broker["dropped"], broker["malformed"]) == (0, 0, 0)
+    fams = families(text)
+    for key in BROKER_COUNTERS:
+        assert fams[f"roomcast_broker_{key}"].type == "counter", key
+        assert value(fams, f"roomcast_broker_{key}_total") == broker[key], key
+    for key in BROKER_GAUGES:
+        assert fams[f"roomcast_broker_{key}"].type == "gauge", key
+        assert value(fams, f"roomcast_broker_{key}") == int(broker[key]), key
+    assert fams["roomcast_chat_store_failures"].type == "counter"
+    failures = value(fams, "roomcast_chat_store_failures_total")
+    assert failures == stats["chat"]["store_failures"] == app.chat.stats()["store_failures"]
+    assert_same_families(text, from_collector)

@@ -1,12 +1,15 @@
 """roomcast under the benchmark protocol (benches/PROTOCOL.md).
 
-    python roomcast_server.py PORT [--relay | --chat-preset]
+    python roomcast_server.py PORT [--relay | --chat-preset] [--broker redis://HOST:PORT/DB]
 
 Default: every path goes through ordinary sync Python hooks (join in on_connect, echo and
 broadcast in on_message). With --relay, /sub, /pub and /chat are relays handled in Rust with
 no Python in the path; /echo still echoes through its hook. With --chat-preset the server is
 `roomcast.presets.chat()` and nothing else: every path speaks the chat protocol, handled in
 Rust with no Python in the path (scenario c; benches/PROTOCOL.md, "Chat protocol").
+With --broker URL the server is one node of a cluster (`roomcast.Server(broker=URL)`): room
+broadcasts reach the room's members on every node sharing that Redis (benches/loadgen/README.md,
+"cluster").
 """
 
 import os
@@ -21,6 +24,8 @@ settings = {
     "io_threads": int(os.environ.get("ROOMCAST_IO_THREADS", "1")),
     "workers": int(os.environ.get("ROOMCAST_WORKERS", "2")),
 }
+if "--broker" in sys.argv[2:]:
+    settings["broker"] = sys.argv[sys.argv.index("--broker") + 1]
 
 if "--chat-preset" in sys.argv[2:]:
     from roomcast import presets

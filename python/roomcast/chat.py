@@ -70,7 +70,10 @@ class ChatControl:
 
     def stats(self) -> dict[str, int]:
         """Offline-message counters: ``offline_kept``, ``offline_delivered``,
-        ``offline_dropped`` (``_full`` + ``_expired``), ``offline_waiting``."""
+        ``offline_dropped`` (``_full`` + ``_expired``), ``offline_waiting``, and
+        ``store_failures``: roster calls to Redis that failed (with a broker; always 0
+        without). With a broker the offline counters are the whole cluster's, as Redis
+        counted them at the last roster tick; ``store_failures`` is this node's."""
         return dict(self._core().stats())
 
 

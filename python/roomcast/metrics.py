@@ -14,7 +14,8 @@ Without a registry of your own, ``roomcast.Server(metrics_path="/metrics")`` ser
 families on the server's own port, written by the core (src/metrics/exposition.rs). Names
 follow Prometheus' conventions: the ``roomcast_`` prefix, base units (seconds, bytes),
 ``_total`` on counters. A ``Server`` that is not running yields no samples (a scrape does not
-fail because the WebSocket server is stopped).
+fail because the WebSocket server is stopped). The ``roomcast_chat_*`` families appear only
+with the chat preset, the ``roomcast_broker_*`` ones only with ``Server(broker=...)``.
 """
 
 from __future__ import annotations
@@ -148,6 +149,68 @@ _CHAT_DROPPED_HELP = (
     "Kept chat messages dropped, by reason (full: offline_limit; expired: offline_ttl)."
 )
 _CHAT_WAITING_HELP = "Kept chat messages waiting for their member now."
+_CHAT_STORE_FAILURES_HELP = (
+    "Chat roster calls to Redis that failed (messages sent meanwhile may not be kept)."
+)
+# The broker's families (Server(broker=...)), from stats()["broker"].
+_BROKER = [
+    (
+        "published",
+        "roomcast_broker_published",
+        "counter",
+        "Messages Redis accepted from this node (replays included).",
+    ),
+    (
+        "received",
+        "roomcast_broker_received",
+        "counter",
+        "Messages from other nodes delivered here, in order, once.",
+    ),
+    (
+        "duplicates",
+        "roomcast_broker_duplicates",
+        "counter",
+        "Repeated messages from other nodes dropped.",
+    ),
+    (
+        "gaps",
+        "roomcast_broker_gaps",
+        "counter",
+        "Gaps in another node's messages noticed and asked for again.",
+    ),
+    (
+        "lost",
+        "roomcast_broker_lost",
+        "counter",
+        "Messages from other nodes given up on (past the sender's broker_buffer).",
+    ),
+    (
+        "dropped",
+        "roomcast_broker_dropped",
+        "counter",
+        "Messages this node dropped unsent: Redis was away and broker_buffer was full.",
+    ),
+    (
+        "malformed",
+        "roomcast_broker_malformed",
+        "counter",
+        "Messages on the bus channel that were not roomcast's.",
+    ),
+    (
+        "reconnects",
+        "roomcast_broker_reconnects",
+        "counter",
+        "Connections to Redis made again after one was lost.",
+    ),
+    ("unsent", "roomcast_broker_unsent", "gauge", "Messages waiting for Redis."),
+    ("nodes", "roomcast_broker_nodes", "gauge", "Other nodes heard from within their lease."),
+    (
+        "connected",
+        "roomcast_broker_connected",
+        "gauge",
+        "1 while both Redis connections (publish, subscribe) are up.",
+    ),
+]
 
 
 def _le(bound: float) -> str:
@@ -162,7 +225,7 @@ def _single(key: str, name: str, kind: str, help: str, stats: Optional[dict[str,
     else:
         family = GaugeMetricFamily(name, help)
     if stats is not None:
-        family.add_metric([], stats[key])
+        family.add_metric([], int(stats[key]))  # int(): the broker's ``connected`` is a bool
     return family
 
 
@@ -183,22 +246,27 @@ class RoomcastCollector(Collector):
         except RuntimeError:  # a Server that is not running
             return None
 
-    def _has_chat(self) -> bool:
+    def _settings(self) -> dict[str, Any]:
         app = self._server.app if isinstance(self._server, RunningServer) else self._server
-        return app._settings["chat"] is not None
+        return app._settings
 
     def describe(self) -> Iterator[Metric]:
         """The families, without samples (so registering reserves their names even before
         the server starts)."""
-        return self._families(None, chat=self._has_chat())
+        settings = self._settings()
+        return self._families(
+            None, chat=settings["chat"] is not None, broker=settings["broker"] is not None
+        )
 
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
         if stats is None:
             return iter(())
-        return self._families(stats, chat=stats["chat"] is not None)
+        return self._families(
+            stats, chat=stats["chat"] is not None, broker=stats["broker"] is not None
+        )
 
-    def _families(self, s: Optional[dict[str, Any]], chat: bool) -> Iterator[Metric]:
+    def _families(self, s: Optional[dict[str, Any]], chat: bool, broker: bool) -> Iterator[Metric]:
         for row in _TOP:
             yield _single(*row, s)
         refused = CounterMetricFamily(
@@ -230,9 +298,14 @@ class RoomcastCollector(Collector):
             for cls, n in s["http_responses"].items():
                 http.add_metric([cls], n)
         yield http
-        if not chat:
-            return
-        c = None if s is None else s["chat"]
+        if chat:
+            yield from self._chat(None if s is None else s["chat"])
+        if broker:
+            b = None if s is None else s["broker"]
+            for row in _BROKER:
+                yield _single(*row, b)
+
+    def _chat(self, c: Optional[dict[str, Any]]) -> Iterator[Metric]:
         for row in _CHAT:
             yield _single(*row, c)
         dropped = CounterMetricFamily(
@@ -244,4 +317,11 @@ class RoomcastCollector(Collector):
         yield dropped
         yield _single(
             "offline_waiting", "roomcast_chat_offline_waiting", "gauge", _CHAT_WAITING_HELP, c
+        )
+        yield _single(
+            "store_failures",
+            "roomcast_chat_store_failures",
+            "counter",
+            _CHAT_STORE_FAILURES_HELP,
+            c,
         )

@@ -430,7 +430,21 @@ class RunningServer:
           metrics path, 426), ``{"1xx": n, ..., "5xx": n}``.
         - ``chat``: the chat preset's offline store (``offline_kept``,
           ``offline_delivered``, ``offline_dropped_full``, ``offline_dropped_expired``,
-          ``offline_waiting``), or None without the preset.
+          ``offline_waiting``; with a broker these are the whole cluster's, as of the last
+          roster tick) and ``store_failures`` (this node's roster calls to Redis that failed
+          while it was away: messages sent meanwhile may not be kept), or None without the
+          preset.
+        - ``broker``: None without ``Server(broker=...)``; else this node's side of it:
+          ``published`` (messages Redis accepted from this node, replays and beats
+          included), ``received`` (messages from other nodes delivered here, in order, once),
+          ``duplicates`` (repeats dropped), ``gaps`` (gaps noticed and asked for again),
+          ``lost`` (messages from other nodes given up on: past the sender's
+          ``broker_buffer``), ``unsent`` (gauge: messages waiting for Redis), ``dropped``
+          (messages dropped unsent: Redis was away and ``broker_buffer`` was full),
+          ``malformed`` (bus messages that were not roomcast's), ``reconnects`` (connections
+          to Redis made again after one was lost), ``nodes`` (gauge: other nodes heard from
+          within their lease) and ``connected`` (``True`` while both Redis connections,
+          publish and subscribe, are up).
         """
         return self._core.stats()
 

@@ -81,7 +81,9 @@ impl Outbox {
         let mut upto = 0;
         let first = self.ring.front().map_or(self.next_seq, |(s, _)| *s);
         let start = (self.sent_upto + 1).max(first);
-        for (seq, data) in self.ring.iter().skip((start - first) as usize).take(max) {
+        let from = ((start - first) as usize).min(self.ring.len());
+        let to = (from + max).min(self.ring.len());
+        for (seq, data) in self.ring.range(from..to) {
             messages.push(data.clone());
             upto = *seq;
         }

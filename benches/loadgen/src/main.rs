@@ -2,12 +2,15 @@
 //! scenario on a single-threaded runtime under an overall deadline and prints one JSON line.
 
 mod chatproto;
+mod cluster;
 mod conn;
 mod fanout;
 mod handshake;
 mod idle;
 mod payload;
 mod peer;
+mod sequence;
+mod socketio;
 mod stats;
 
 use std::io::Write;
@@ -44,6 +47,13 @@ struct Common {
     /// Server process id: sample its CPU over the measurement and its RSS (from /proc).
     #[arg(long)]
     server_pid: Option<u32>,
+    #[command(flatten)]
+    run: RunOpts,
+}
+
+/// Timing and message size of a run (every subcommand takes them, `cluster` too).
+#[derive(Args, Clone)]
+struct RunOpts {
     /// Measurement window in seconds (idle measures over --hold instead).
     #[arg(long, default_value_t = 5.0, value_parser = positive_secs)]
     duration: f64,
@@ -62,7 +72,7 @@ pub struct Timing {
     pub warmup: f64,
 }
 
-impl Common {
+impl RunOpts {
     fn timing(&self) -> Timing {
         Timing { duration: self.duration, warmup: self.warmup }
     }
@@ -139,6 +149,40 @@ enum Cmd {
         #[arg(long, default_value_t = 120.0, value_parser = positive_secs)]
         open_timeout: f64,
     },
+    /// Subscribers spread round-robin over several nodes of a cluster, senders on the first or
+    /// every node; every delivery is checked per sender: no loss, no duplicate, order kept.
+    Cluster {
+        #[command(flatten)]
+        run: RunOpts,
+        /// The nodes, host:port, comma-separated (one node is a cluster of one).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// Processes to sample CPU and RSS of (the nodes and the broker), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        server_pids: Vec<u32>,
+        /// The core the servers are pinned to: its busy time is reported too.
+        #[arg(long)]
+        server_core: Option<u32>,
+        /// Subscribers, spread round-robin over the nodes.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+        subs: u32,
+        /// Sender connections (not room members).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        senders: u32,
+        /// Where the senders connect: all on the first node, or round-robin over them.
+        #[arg(long, value_enum, default_value_t = cluster::SenderNodes::All)]
+        sender_nodes: cluster::SenderNodes,
+        /// Messages in flight per sender (complete when every subscriber has it).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+        window: u32,
+        /// raw: /sub and /pub of the benchmark protocol; socketio: Socket.IO v5 over the
+        /// websocket transport (`role=sub|pub` in the query), events `pub` in and `m` out.
+        #[arg(long, value_enum, default_value_t = cluster::Wire::Raw)]
+        protocol: cluster::Wire,
+        /// Seconds after the senders stop that deliveries may still arrive (then: lost).
+        #[arg(long, default_value_t = 5.0, value_parser = non_negative_secs)]
+        drain: f64,
+    },
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -169,33 +213,79 @@ impl Cmd {
             Cmd::Chat { .. } => "chat",
             Cmd::Handshake { .. } => "handshake",
             Cmd::Idle { .. } => "idle",
+            Cmd::Cluster { .. } => "cluster",
         }
     }
 
-    fn common(&self) -> &Common {
+    /// The single server's options (None for `cluster`, which has several).
+    fn common(&self) -> Option<&Common> {
         match self {
             Cmd::Echo { c, .. }
             | Cmd::Fanout { c, .. }
             | Cmd::Chat { c, .. }
             | Cmd::Handshake { c, .. }
-            | Cmd::Idle { c, .. } => c,
+            | Cmd::Idle { c, .. } => Some(c),
+            Cmd::Cluster { .. } => None,
+        }
+    }
+
+    fn run_opts(&self) -> &RunOpts {
+        match (self, self.common()) {
+            (Cmd::Cluster { run, .. }, _) => run,
+            (_, Some(c)) => &c.run,
+            (_, None) => unreachable!("every other subcommand has Common"),
         }
     }
 
     /// The whole run never lasts longer than this.
     fn deadline(&self) -> Duration {
+        let r = self.run_opts();
         let secs = match self {
             Cmd::Idle { hold, open_timeout, .. } => open_timeout + 2.0 + hold + 30.0,
-            _ => self.common().warmup + self.common().duration + 30.0,
+            Cmd::Cluster { nodes, drain, .. } => {
+                let setup = conn::OPEN_BUDGET + socketio::HANDSHAKE_TIMEOUT;
+                let probes = cluster::BARRIER_TIMEOUT + cluster::PROBE_DRAIN_TIMEOUT;
+                nodes.len() as f64 * setup.as_secs_f64() + probes.as_secs_f64() + r.warmup + r.duration + drain + 30.0
+            }
+            _ => r.warmup + r.duration + 30.0,
         };
         Duration::from_secs_f64(secs)
     }
 }
 
+/// host:port, or [v6]:port.
+fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("expected host:port, got {s:?}"))?;
+    let port = port.parse().map_err(|_| format!("bad port in {s:?}"))?;
+    Ok((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
 async fn run(cmd: Cmd, clock: Clock) -> Result<Outcome, String> {
-    let c = cmd.common().clone();
+    let (timing, size) = (cmd.run_opts().timing(), cmd.run_opts().size as usize);
+    if let Cmd::Cluster {
+        nodes, server_pids, server_core, subs, senders, sender_nodes, window, protocol, drain, ..
+    } = cmd
+    {
+        let mut targets = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let (host, port) = split_host_port(n)?;
+            targets.push(Target::resolve(host, port).await?);
+        }
+        let a = cluster::ClusterArgs {
+            wire: protocol,
+            nodes: targets,
+            subs: subs as usize,
+            senders: senders as usize,
+            sender_nodes,
+            window,
+            size,
+            drain,
+        };
+        return Ok(cluster::run(a, timing, &server_pids, server_core, clock).await);
+    }
+    let Some(c) = cmd.common().cloned() else { unreachable!("cluster returned above") };
     let target = Target::resolve(&c.host, c.port).await?;
-    let (pid, timing, size) = (c.server_pid, c.timing(), c.size as usize);
+    let pid = c.server_pid;
     Ok(match cmd {
         Cmd::Echo { conns, window, .. } => {
             let a = peer::PeerArgs { kind: peer::Kind::Echo, proto: Proto::Raw, conns: conns as usize, window, size };
@@ -220,6 +310,7 @@ async fn run(cmd: Cmd, clock: Clock) -> Result<Outcome, String> {
             };
             idle::run(a, target, pid).await
         }
+        Cmd::Cluster { .. } => unreachable!("cluster returned above"),
     })
 }
 
@@ -251,7 +342,11 @@ fn main() -> ExitCode {
     {
         eprintln!("loadgen: warning: RLIMIT_NOFILE is {limit}, too low for {conns} connections");
     }
-    let (host, port) = (cmd.common().host.clone(), cmd.common().port);
+    let (host, port) = match (&cmd, cmd.common()) {
+        (Cmd::Cluster { nodes, .. }, _) => (nodes.join(","), None),
+        (_, Some(c)) => (c.host.clone(), Some(c.port)),
+        (_, None) => unreachable!("every other subcommand has Common"),
+    };
     let deadline = cmd.deadline();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

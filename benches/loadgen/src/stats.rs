@@ -190,6 +190,90 @@ impl CpuMark {
     }
 }
 
+/// Clock ticks of one core since boot, from /proc/stat.
+#[derive(Clone, Copy, Debug)]
+pub struct CoreTicks {
+    /// All but idle and iowait.
+    pub busy: u64,
+    /// irq + softirq, part of `busy` charged to no process (on loopback, much of TCP's
+    /// receive work).
+    pub interrupts: u64,
+    /// Part of `busy` the hypervisor ran something else (a virtual machine's core).
+    pub steal: u64,
+    pub total: u64,
+}
+
+pub fn core_ticks(core: u32) -> Option<CoreTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let name = format!("cpu{core}");
+    let line = stat.lines().find(|l| l.split_ascii_whitespace().next() == Some(name.as_str()))?;
+    let ticks: Vec<u64> = line.split_ascii_whitespace().skip(1).map(|t| t.parse().ok()).collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    let field = |i: usize| ticks.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal guest guest_nice (guest time is in user).
+    let total = total - field(8) - field(9);
+    Some(CoreTicks { busy: total - field(3) - field(4), interrupts: field(5) + field(6), steal: field(7), total })
+}
+
+/// CPU-time readings of the loadgen, of several server processes (a cluster's nodes and its
+/// broker, which share the server core) and of that core as a whole.
+pub struct ProcsMark {
+    at: Instant,
+    own: Option<u64>,
+    procs: Vec<Option<u64>>,
+    core: Option<CoreTicks>,
+}
+
+impl ProcsMark {
+    pub fn take(pids: &[u32], core: Option<u32>) -> Self {
+        ProcsMark {
+            at: Instant::now(),
+            own: cpu_ticks(None),
+            procs: pids.iter().map(|&p| cpu_ticks(Some(p))).collect(),
+            core: core.and_then(core_ticks),
+        }
+    }
+
+    /// Adds loadgen_cpu_pct, server_cpu_pct (the sum over `pids`), server_cpu_pct_each,
+    /// server_core_busy_pct (the whole core's, every process on it: with server_cpu_pct it
+    /// tells what others took from what the servers left idle), server_core_irq_pct (the part
+    /// of it in interrupts, charged to no process), server_core_steal_pct (the part the
+    /// hypervisor gave to others), server_rss_kib (the sum, read
+    /// now) and loadgen_rss_kib to `out`; CPU in percent of one core between `self` and now.
+    pub fn fill_since(&self, pids: &[u32], core: Option<u32>, out: &mut Map<String, Value>) {
+        let end = ProcsMark::take(pids, core);
+        let (mut busy, mut interrupts, mut steal) = (Value::Null, Value::Null, Value::Null);
+        if let (Some(a), Some(b)) = (self.core, end.core)
+            && b.total > a.total
+        {
+            let share = |x: u64, y: u64| json!(round2(y.saturating_sub(x) as f64 / (b.total - a.total) as f64 * 100.0));
+            (busy, interrupts, steal) =
+                (share(a.busy, b.busy), share(a.interrupts, b.interrupts), share(a.steal, b.steal));
+        }
+        out.insert("server_core_busy_pct".into(), busy);
+        out.insert("server_core_irq_pct".into(), interrupts);
+        out.insert("server_core_steal_pct".into(), steal);
+        let wall = end.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let tck = clock_ticks_per_sec();
+        let pct = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(round2(b.saturating_sub(a) as f64 / tck / wall * 100.0)),
+            _ => None,
+        };
+        let each: Vec<Option<f64>> = self.procs.iter().zip(&end.procs).map(|(&a, &b)| pct(a, b)).collect();
+        let sum = if pids.is_empty() || each.iter().any(Option::is_none) {
+            Value::Null
+        } else {
+            json!(round2(each.iter().flatten().sum::<f64>()))
+        };
+        let rss: Option<Vec<u64>> = pids.iter().map(|&p| rss_kib(Some(p))).collect();
+        out.insert("loadgen_cpu_pct".into(), json!(pct(self.own, end.own)));
+        out.insert("server_cpu_pct".into(), sum);
+        out.insert("server_cpu_pct_each".into(), json!(each));
+        out.insert("server_rss_kib".into(), json!(rss.filter(|r| !r.is_empty()).map(|r| r.iter().sum::<u64>())));
+        out.insert("loadgen_rss_kib".into(), json!(rss_kib(None)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +284,13 @@ mod tests {
         assert!(rss_kib(None).unwrap() > 0);
         let me = std::process::id();
         assert!(cpu_ticks(Some(me)).is_some());
+    }
+
+    #[test]
+    fn reads_core_ticks() {
+        let c = core_ticks(0).unwrap();
+        assert!(c.interrupts + c.steal <= c.busy && c.busy <= c.total && c.total > 0);
+        assert!(core_ticks(100_000).is_none());
     }
 
     #[test]
