@@ -432,3 +432,11 @@ def test_the_client_threads_end_with_the_clients(roomcast_server: Any) -> None:
             client.send("x")
             client.receive()
     wait_for(lambda: threading.active_count() <= before, what="client threads gone")
+
+
+def test_roomcast_server_takes_the_broker_keywords(roomcast_server, roomcast_redis):
+    app = roomcast.Server()
+    server = roomcast_server(app, broker=roomcast_redis.url, broker_lease=1.5)
+    wait_for(lambda: server.stats()["broker"]["connected"], what="the broker to connect")
+    # The app itself is left as the test found it.
+    assert app.broker_url is None

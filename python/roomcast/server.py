@@ -22,6 +22,15 @@ from .wsgi import WSGIApp
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _broker(
+    url: Optional[str], namespace: str = "roomcast", buffer: int = 65536, lease: float = 3.0
+) -> Optional[dict[str, Any]]:
+    """The core's broker setting for ``Server(broker=url, broker_namespace=..., ...)``."""
+    if url is None:
+        return None
+    return {"url": url, "namespace": namespace, "buffer": buffer, "lease": lease}
+
+
 class Server:
     """A WebSocket server. Register hooks with the decorators, then ``run()``,
     ``start()``, or ``async with serve()``.
@@ -111,14 +120,7 @@ class Server:
             "chat": None,
             "pages": [],
             "metrics_path": metrics_path,
-            "broker": None
-            if broker is None
-            else {
-                "url": broker,
-                "namespace": broker_namespace,
-                "buffer": broker_buffer,
-                "lease": broker_lease,
-            },
+            "broker": _broker(broker, broker_namespace, broker_buffer, broker_lease),
         }
         self.shutdown_timeout = shutdown_timeout
         self.workers = workers

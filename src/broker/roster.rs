@@ -252,6 +252,13 @@ impl Roster for RedisRoster {
 
     fn tick(&self, local: Option<Vec<(String, String, String)>>) -> BoxFuture<'_, Tick> {
         Box::pin(async move {
+            if self.broker.conn.lock().unwrap().is_none() {
+                // Not connected (yet, or any more): the broker logs that; ticks resume after.
+                return Tick {
+                    resync: local.is_some() || self.resync.load(Ordering::Relaxed),
+                    ..Tick::default()
+                };
+            }
             let (now_ms, _, now_s) = now();
             let node = self.node();
             let lease = (self.broker.config.lease.as_millis() as u64).to_string();

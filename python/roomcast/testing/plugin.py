@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..server import RunningServer, Server
+from ..server import RunningServer, Server, _broker
 
 if TYPE_CHECKING:
     import pluggy
@@ -126,7 +126,17 @@ class ServerFactory:
         if unknown:
             raise TypeError(f"unknown roomcast.Server setting(s) {unknown}; known: {_SETTINGS}")
         saved = (dict(app._settings), app.workers, app.shutdown_timeout)
+        broker = {k: settings.pop(k) for k in list(settings) if k.startswith("broker")}
         try:
+            if broker:
+                # The four broker keywords make one core setting.
+                current = app._settings["broker"] or {}
+                app._settings["broker"] = _broker(
+                    broker.get("broker", current.get("url")),
+                    broker.get("broker_namespace", current.get("namespace", "roomcast")),
+                    broker.get("broker_buffer", current.get("buffer", 65536)),
+                    broker.get("broker_lease", current.get("lease", 3.0)),
+                )
             for name, value in settings.items():
                 if name == "workers":
                     if value < 1:
