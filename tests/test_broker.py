@@ -112,8 +112,8 @@ def test_a_killed_node_leaves_every_count_within_its_lease(nodes):
                 what="the dead node's members to go",
             )
         took = time.monotonic() - killed
-        # The lease, plus one check interval (0.1 s) and the probe's own time.
-        assert took <= lease + 0.6, f"counts fell after {took:.2f} s with a {lease} s lease"
+        # The lease, plus one check interval (0.1 s) and the probes on a busy 2-core machine.
+        assert took <= lease + 1.0, f"counts fell after {took:.2f} s with a {lease} s lease"
         assert any(n.logged("its lease") for n in cluster[:2])
         for r in receivers[:4]:
             await r.ws.close()
