@@ -349,11 +349,13 @@ impl Chat {
         }
         // Cannot fail for an open connection; a closed one is cleaned up by `close`.
         let _ = hub.join(id, &room.name);
-        if first {
-            self.release(hub, &room);
-        }
         let text = frame::stamp(obj, &name, room.num());
         self.broadcast(hub, &room, text, &[], None);
+        if first {
+            // What other nodes sent meanwhile is new traffic: it follows the enter, as on one
+            // node, where nothing can come between the kept messages and the enter.
+            self.release(hub, &room);
+        }
     }
 
     /// Takes the connection out of its room (closed, moved, or suspended).
