@@ -5,23 +5,23 @@
 //! the publisher is a member too, so the server delivers each message to subs + 1 connections
 //! (the publisher's own copy is read and not counted); `deliveries` are the subscribers'.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, json};
-use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::chatproto::{self, Proto, Received};
 use crate::conn::{self, ConnectOpts, Target, Ws};
+use crate::flow::Flow;
 use crate::payload::{self, Header, PayloadWriter};
 use crate::peer::{CLOSE_GRACE, DRAIN_NS, STALL_NS};
-use crate::stats::{Clock, CpuMark, Recorder, Window};
+use crate::reading::{self, Done, Next};
+use crate::stats::{Clock, CpuMark, Recorder, Window, add};
 use crate::{Outcome, Timing};
 
 pub struct FanoutArgs {
@@ -31,97 +31,28 @@ pub struct FanoutArgs {
     pub size: usize,
 }
 
-/// A published message still missing some deliveries (or complete, behind one that is).
-struct Entry {
-    sent_ns: u64,
-    remaining: u32,
-    in_window: bool,
-    abandoned: bool,
-}
-
 struct Shared {
     proto: Proto,
     clock: Clock,
     window: Window,
     drain_end_ns: u64,
     rec: Recorder,
-    /// Messages from sequence number `base` on; complete ones are popped from the front.
-    ring: RefCell<VecDeque<Entry>>,
-    base: Cell<u64>,
-    /// Entries neither complete nor abandoned: what counts against the publisher's window.
-    incomplete: Cell<u32>,
-    /// Entries before this sequence number are complete or abandoned.
-    live_from: Cell<u64>,
+    /// The publisher's messages in flight.
+    flow: Flow,
     subs_alive: Cell<u32>,
     published_win: Cell<u64>,
     deliveries_win: Cell<u64>,
     abandoned: Cell<u64>,
     /// Protocol frames that carry no payload (chat: `enter`, `heartbeat`, `out`).
     skipped: Cell<u64>,
-    progress: Notify,
     stopped: Cell<bool>,
-    done: Cell<bool>,
-    done_notify: Notify,
+    done: Done,
 }
 
 impl Shared {
-    fn delivered(&self, seq: u64) {
-        let mut ring = self.ring.borrow_mut();
-        let Some(idx) = seq.checked_sub(self.base.get()) else {
-            return;
-        };
-        let Some(e) = ring.get_mut(idx as usize) else {
-            return;
-        };
-        if e.remaining == 0 {
-            return;
-        }
-        e.remaining -= 1;
-        if e.remaining > 0 {
-            return;
-        }
-        if !e.abandoned {
-            self.incomplete.set(self.incomplete.get() - 1);
-            self.progress.notify_one();
-        }
-        while ring.front().is_some_and(|e| e.remaining == 0) {
-            ring.pop_front();
-            self.base.set(self.base.get() + 1);
-        }
-        let empty = ring.is_empty();
-        drop(ring);
-        if empty {
-            self.check_done();
-        }
-    }
-
-    /// Gives up on entries incomplete for STALL_NS (they stop counting against the window but
-    /// may still complete); returns the send time of the oldest entry still awaited.
-    fn abandon_old(&self, now: u64) -> Option<u64> {
-        let mut ring = self.ring.borrow_mut();
-        let base = self.base.get();
-        let mut seq = self.live_from.get().max(base);
-        let mut oldest = None;
-        while let Some(e) = ring.get_mut((seq - base) as usize) {
-            if e.remaining > 0 && !e.abandoned {
-                if e.sent_ns + STALL_NS > now {
-                    oldest = Some(e.sent_ns);
-                    break;
-                }
-                e.abandoned = true;
-                self.incomplete.set(self.incomplete.get() - 1);
-                self.abandoned.set(self.abandoned.get() + 1);
-            }
-            seq += 1;
-        }
-        self.live_from.set(seq);
-        oldest
-    }
-
     fn check_done(&self) {
-        if !self.done.get() && self.stopped.get() && self.ring.borrow().is_empty() {
-            self.done.set(true);
-            self.done_notify.notify_waiters();
+        if self.stopped.get() && self.flow.is_idle() {
+            self.done.set();
         }
     }
 }
@@ -181,19 +112,14 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
         window,
         drain_end_ns: window.end_ns + DRAIN_NS,
         rec,
-        ring: RefCell::new(VecDeque::with_capacity(1024)),
-        base: Cell::new(0),
-        incomplete: Cell::new(0),
-        live_from: Cell::new(0),
+        flow: Flow::new(STALL_NS),
         subs_alive: Cell::new(subs.len() as u32),
         published_win: Cell::new(0),
         deliveries_win: Cell::new(0),
         abandoned: Cell::new(0),
         skipped: Cell::new(0),
-        progress: Notify::new(),
         stopped: Cell::new(false),
-        done: Cell::new(false),
-        done_notify: Notify::new(),
+        done: Done::default(),
     });
     let mut tasks: Vec<_> = subs.into_iter().map(|ws| tokio::task::spawn_local(subscriber(sh.clone(), ws))).collect();
     tasks.push(tokio::task::spawn_local(publish(sh.clone(), publisher, a.window, a.size)));
@@ -205,13 +131,8 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
     mark.fill_since(server_pid, &mut out);
 
     let drain = clock.at(sh.drain_end_ns);
-    while !sh.done.get() {
-        let notified = sh.done_notify.notified();
-        if timeout_at(drain, notified).await.is_err() {
-            break;
-        }
-    }
-    let lost = sh.ring.borrow().iter().filter(|e| e.in_window && e.remaining > 0).count();
+    sh.done.wait_until(drain).await;
+    let lost = sh.flow.undelivered_sent_in(&window);
     for t in tasks {
         let _ = timeout_at(drain + CLOSE_GRACE, t).await;
     }
@@ -235,32 +156,19 @@ async fn subscriber(sh: Rc<Shared>, mut ws: Ws) {
     let drain = sleep_until(clock.at(sh.drain_end_ns));
     tokio::pin!(drain);
     let failure = loop {
-        if sh.done.get() {
-            break None;
-        }
-        let notified = sh.done_notify.notified();
-        let msg = tokio::select! {
-            biased;
-            m = ws.next() => m,
-            _ = notified => continue,
-            _ = &mut drain => break None,
-        };
-        let msg = match msg {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => break Some(e.to_string()),
-            None => break Some("connection closed by server".to_string()),
+        let msg = match reading::next_frame(&mut ws, &sh.done, drain.as_mut()).await {
+            Next::Frame(m) => m,
+            Next::Over => break None,
+            Next::Lost(e) => break Some(e),
         };
         let Some(data) = payload::data_of(&msg) else {
-            if let Message::Close(f) = msg {
-                break Some(format!("server sent close {f:?}"));
-            }
-            continue;
+            continue; // ping/pong: tungstenite answers pings itself
         };
         let now = clock.now_ns();
         let h = match chatproto::decode(sh.proto, data) {
             Received::Payload(h) => h,
             Received::Skip => {
-                sh.skipped.set(sh.skipped.get() + 1);
+                add(&sh.skipped, 1);
                 continue;
             }
             Received::Bad(e) => {
@@ -269,10 +177,12 @@ async fn subscriber(sh: Rc<Shared>, mut ws: Ws) {
             }
         };
         if sh.window.contains(h.sent_ns) {
-            sh.deliveries_win.set(sh.deliveries_win.get() + 1);
+            add(&sh.deliveries_win, 1);
             sh.rec.latency_ns(now.saturating_sub(h.sent_ns));
         }
-        sh.delivered(h.seq);
+        if sh.flow.delivered(h.seq) {
+            sh.check_done();
+        }
     };
     if let Some(e) = failure {
         sh.subs_alive.set(sh.subs_alive.get().saturating_sub(1));
@@ -316,11 +226,12 @@ async fn publish_loop(sh: &Shared, sink: &mut SplitSink<Ws, Message>, win: u32, 
         if now >= sh.window.end_ns {
             return Ok(());
         }
-        let oldest = sh.abandon_old(now);
-        let n = win.saturating_sub(sh.incomplete.get());
+        let (given_up, next_stall) = sh.flow.abandon_old(now);
+        add(&sh.abandoned, given_up);
+        let n = win.saturating_sub(sh.flow.incomplete());
         if n == 0 {
-            let give_up = oldest.map_or(u64::MAX, |sent| sent + STALL_NS);
-            let _ = timeout_at(clock.at(give_up.min(sh.window.end_ns)), sh.progress.notified()).await;
+            let give_up = next_stall.unwrap_or(u64::MAX);
+            let _ = timeout_at(clock.at(give_up.min(sh.window.end_ns)), sh.flow.progress.notified()).await;
             continue;
         }
         for _ in 0..n {
@@ -329,15 +240,9 @@ async fn publish_loop(sh: &Shared, sink: &mut SplitSink<Ws, Message>, win: u32, 
                 return Err("no subscriber left".into());
             }
             let ts = clock.now_ns();
-            let in_window = sh.window.contains(ts);
-            let seq = {
-                let mut ring = sh.ring.borrow_mut();
-                ring.push_back(Entry { sent_ns: ts, remaining: alive, in_window, abandoned: false });
-                sh.base.get() + ring.len() as u64 - 1
-            };
-            sh.incomplete.set(sh.incomplete.get() + 1);
-            if in_window {
-                sh.published_win.set(sh.published_win.get() + 1);
+            let seq = sh.flow.push(ts, alive);
+            if sh.window.contains(ts) {
+                add(&sh.published_win, 1);
             }
             let msg = pw.message(Header { sender: 0, seq, sent_ns: ts });
             sink.feed(msg).await.map_err(|e| e.to_string())?;
@@ -352,28 +257,11 @@ async fn drain_publisher(sh: &Shared, stream: &mut SplitStream<Ws>) -> bool {
     let drain = sleep_until(sh.clock.at(sh.drain_end_ns));
     tokio::pin!(drain);
     loop {
-        if sh.done.get() {
-            return true;
-        }
-        let notified = sh.done_notify.notified();
-        let msg = tokio::select! {
-            biased;
-            m = stream.next() => m,
-            _ = notified => continue,
-            _ = &mut drain => return true,
-        };
-        match msg {
-            Some(Ok(Message::Close(f))) => {
-                sh.rec.error("publisher", format!("server sent close {f:?}"));
-                return false;
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
+        match reading::next_frame(stream, &sh.done, drain.as_mut()).await {
+            Next::Frame(_) => {}
+            Next::Over => return true,
+            Next::Lost(e) => {
                 sh.rec.error("publisher", e);
-                return false;
-            }
-            None => {
-                sh.rec.error("publisher", "connection closed by server");
                 return false;
             }
         }

@@ -17,7 +17,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::chatproto::{self, Proto, Received};
 use crate::conn::{self, Target, Ws};
 use crate::payload::{self, Header, PayloadWriter};
-use crate::stats::{Clock, CpuMark, Recorder, Window};
+use crate::reading::{self, Done, Next};
+use crate::stats::{Clock, CpuMark, Recorder, Window, add};
 use crate::{Outcome, Timing};
 
 /// A message not complete this long after it was sent stops counting against the window
@@ -64,12 +65,7 @@ struct Shared {
     /// Protocol frames that carry no payload (chat: `enter`, `heartbeat`, `out`).
     skipped: Cell<u64>,
     writers: Cell<usize>,
-    done: Cell<bool>,
-    done_notify: Notify,
-}
-
-fn add(c: &Cell<u64>, n: u64) {
-    c.set(c.get() + n);
+    done: Done,
 }
 
 impl Shared {
@@ -83,9 +79,8 @@ impl Shared {
 
     /// Everything is over once no one sends any more and every expected copy arrived.
     fn check_done(&self) {
-        if !self.done.get() && self.writers.get() == 0 && self.recv_all.get() >= self.expected_all.get() {
-            self.done.set(true);
-            self.done_notify.notify_waiters();
+        if self.writers.get() == 0 && self.recv_all.get() >= self.expected_all.get() {
+            self.done.set();
         }
     }
 }
@@ -174,8 +169,7 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         abandoned: Cell::new(0),
         skipped: Cell::new(0),
         writers: Cell::new(wss.len()),
-        done: Cell::new(false),
-        done_notify: Notify::new(),
+        done: Done::default(),
     });
     let tasks: Vec<_> =
         wss.into_iter().enumerate().map(|(i, ws)| tokio::task::spawn_local(peer(sh.clone(), ws, i as u32))).collect();
@@ -187,12 +181,7 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
     mark.fill_since(server_pid, &mut out);
 
     let drain = clock.at(sh.drain_end_ns);
-    while !sh.done.get() {
-        let notified = sh.done_notify.notified();
-        if timeout_at(drain, notified).await.is_err() {
-            break;
-        }
-    }
+    sh.done.wait_until(drain).await;
     for t in tasks {
         let _ = timeout_at(drain + CLOSE_GRACE, t).await;
     }
@@ -298,32 +287,15 @@ async fn read_loop(sh: &Shared, flow: &Flow, stream: &mut SplitStream<Ws>) -> bo
     let drain = sleep_until(clock.at(sh.drain_end_ns));
     tokio::pin!(drain);
     loop {
-        if sh.done.get() {
-            return true;
-        }
-        let notified = sh.done_notify.notified();
-        let msg = tokio::select! {
-            biased;
-            m = stream.next() => m,
-            _ = notified => continue,
-            _ = &mut drain => return true,
-        };
-        let msg = match msg {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
+        let msg = match reading::next_frame(stream, &sh.done, drain.as_mut()).await {
+            Next::Frame(m) => m,
+            Next::Over => return true,
+            Next::Lost(e) => {
                 sh.rec.error("receive", e);
-                return false;
-            }
-            None => {
-                sh.rec.error("receive", "connection closed by server");
                 return false;
             }
         };
         let Some(data) = payload::data_of(&msg) else {
-            if let Message::Close(f) = msg {
-                sh.rec.error("receive", format!("server sent close {f:?}"));
-                return false;
-            }
             continue; // ping/pong: tungstenite answers pings itself
         };
         let now = clock.now_ns();

@@ -1,5 +1,5 @@
-//! Measurement plumbing: the run clock and measurement window, the latency histogram
-//! with error counting, and CPU/RSS sampling of processes through /proc.
+//! Measurement plumbing: the run clock and measurement window, counters, the latency
+//! histogram with error counting, and CPU/RSS sampling of processes through /proc.
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Display;
@@ -59,6 +59,11 @@ impl Window {
 
 pub fn secs_to_ns(s: f64) -> u64 {
     (s.max(0.0) * 1e9) as u64
+}
+
+/// Adds `n` to a counter.
+pub fn add(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
 }
 
 pub fn round2(x: f64) -> f64 {

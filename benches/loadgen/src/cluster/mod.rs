@@ -13,30 +13,30 @@
 //! senders then start their messages; the warm-up starts once every subscriber has had every
 //! sender's last probe, so a slow cluster's backlog of probes is not in the window.
 //!
-//! Here: the run (connecting, the barrier, the window, the report); `flow.rs` is one sender's
-//! messages in flight, `sender.rs` and `subscriber.rs` the two kinds of connection.
+//! Here: the run (connecting, the barrier, the window, the report); `sender.rs` and
+//! `subscriber.rs` are the two kinds of connection, sharing one `Flow` (`../flow.rs`) per sender.
 
-mod flow;
 mod sender;
 mod subscriber;
 
 use std::cell::Cell;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use serde_json::{Map, json};
 use tokio::sync::Notify;
-use tokio::time::{sleep, sleep_until, timeout, timeout_at};
+use tokio::time::{Sleep, sleep, sleep_until, timeout, timeout_at};
 
 use crate::conn::{self, ConnectOpts, Target, Ws};
+use crate::flow::Flow;
 use crate::payload::PayloadWriter;
 use crate::peer::CLOSE_GRACE;
+use crate::reading::Done;
 use crate::sequence::Faults;
 use crate::socketio;
 use crate::stats::{Clock, ProcsMark, Recorder, Window, secs_to_ns};
 use crate::{Outcome, Timing};
-
-use self::flow::Flow;
 
 /// What the nodes speak.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -74,6 +74,11 @@ const PROBE: u32 = 0x8000_0000;
 /// broadcast to every member) is not buried under probes while its paths come up.
 const PROBE_FIRST: Duration = Duration::from_millis(20);
 const PROBE_MAX: Duration = Duration::from_millis(640);
+/// A message not complete this long after it was sent stops holding its sender's window slot
+/// (it is still checked). Longer than the other scenarios' second: the slowest peers' queueing
+/// latency at this scenario's load is seconds, and giving up on slots sooner would let the
+/// senders outrun them.
+const STALL_NS: u64 = 5_000_000_000;
 /// How long every subscriber may take to hear from every sender before the run starts anyway.
 pub const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the probes sent may take to reach every subscriber before the warm-up starts anyway.
@@ -136,12 +141,7 @@ struct Shared {
     skipped: Cell<u64>,
     /// Summed by each subscriber still connected when it stops.
     faults: Cell<Faults>,
-    done: Cell<bool>,
-    done_notify: Notify,
-}
-
-fn add(c: &Cell<u64>, n: u64) {
-    c.set(c.get() + n);
+    done: Done,
 }
 
 impl Shared {
@@ -176,10 +176,18 @@ impl Shared {
         self.clock.at(if end == u64::MAX { end / 2 } else { end + self.drain_ns })
     }
 
+    /// Keeps a reader's drain timer at `drain_end()`, which moves once: when the barrier opened
+    /// and the window was set (until then the drain ends never).
+    fn follow_drain(&self, drain: Pin<&mut Sleep>) {
+        let end = self.drain_end();
+        if drain.deadline() != end {
+            drain.reset(end);
+        }
+    }
+
     fn check_done(&self) {
-        if !self.done.get() && self.senders_running.get() == 0 && self.flows.iter().all(Flow::is_idle) {
-            self.done.set(true);
-            self.done_notify.notify_waiters();
+        if self.senders_running.get() == 0 && self.flows.iter().all(Flow::is_idle) {
+            self.done.set();
         }
     }
 }
@@ -255,7 +263,7 @@ pub async fn run(a: ClusterArgs, timing: Timing, pids: &[u32], core: Option<u32>
         drain_ns: secs_to_ns(a.drain),
         window: Cell::new(never),
         rec,
-        flows: (0..senders.len()).map(|_| Flow::default()).collect(),
+        flows: (0..senders.len()).map(|_| Flow::new(STALL_NS)).collect(),
         subs: subs.len(),
         subs_alive: Cell::new(subs.len() as u32),
         probed_pairs: Cell::new(0),
@@ -272,8 +280,7 @@ pub async fn run(a: ClusterArgs, timing: Timing, pids: &[u32], core: Option<u32>
         abandoned: Cell::new(0),
         skipped: Cell::new(0),
         faults: Cell::new(Faults::default()),
-        done: Cell::new(false),
-        done_notify: Notify::new(),
+        done: Done::default(),
     });
     let mut tasks: Vec<_> = subs
         .into_iter()
@@ -315,12 +322,7 @@ pub async fn run(a: ClusterArgs, timing: Timing, pids: &[u32], core: Option<u32>
     mark.fill_since(pids, core, &mut out);
 
     let drain = sh.drain_end();
-    while !sh.done.get() {
-        let notified = sh.done_notify.notified();
-        if timeout_at(drain, notified).await.is_err() {
-            break;
-        }
-    }
+    sh.done.wait_until(drain).await;
     // Subscribers stop at once (done, or the drain is over) and add up their faults first.
     for t in tasks {
         let _ = timeout_at(drain + CLOSE_GRACE, t).await;

@@ -10,12 +10,14 @@ use tokio::sync::Notify;
 use tokio::time::{sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::flow::{Flow, STALL_NS};
-use super::{PROBE, PROBE_FIRST, PROBE_MAX, Shared, Wire, add};
+use super::{PROBE, PROBE_FIRST, PROBE_MAX, Shared, Wire};
 use crate::conn::Ws;
+use crate::flow::Flow;
 use crate::payload::{self, Header};
 use crate::peer::CLOSE_GRACE;
+use crate::reading::{self, Next};
 use crate::socketio;
+use crate::stats::add;
 
 /// One sender: probes until the barrier opens, then its messages until the window ends; its
 /// connection is read all along (Socket.IO pings, which the writer answers).
@@ -71,11 +73,11 @@ async fn send_loop(
         if now >= sh.window.get().end_ns {
             return sink.flush().await.map_err(|e| e.to_string());
         }
-        let (given_up, oldest) = flow.abandon_old(now);
+        let (given_up, next_stall) = flow.abandon_old(now);
         add(&sh.abandoned, given_up);
         let n = win.saturating_sub(flow.incomplete());
         if n == 0 {
-            let give_up = oldest.map_or(u64::MAX, |sent| sent + STALL_NS).min(sh.window.get().end_ns);
+            let give_up = next_stall.unwrap_or(u64::MAX).min(sh.window.get().end_ns);
             let progress = flow.progress.notified();
             tokio::select! {
                 _ = progress => {}
@@ -102,41 +104,20 @@ async fn send_loop(
 
 /// Reads a sender's connection until the run is over; false if the server closed it.
 async fn read_sender(sh: &Shared, stream: &mut SplitStream<Ws>, pong_due: &Cell<bool>, wake: &Notify) -> bool {
-    let mut drain_at = sh.drain_end();
-    let drain = sleep_until(drain_at);
+    let drain = sleep_until(sh.drain_end());
     tokio::pin!(drain);
     loop {
-        if sh.done.get() {
-            return true;
-        }
-        if sh.drain_end() != drain_at {
-            drain_at = sh.drain_end();
-            drain.as_mut().reset(drain_at);
-        }
-        let notified = sh.done_notify.notified();
-        let msg = tokio::select! {
-            biased;
-            m = stream.next() => m,
-            _ = notified => continue,
-            _ = &mut drain => return true,
-        };
-        match msg {
-            Some(Ok(Message::Close(f))) => {
-                sh.rec.error("sender", format!("server sent close {f:?}"));
-                return false;
-            }
-            Some(Ok(m)) => {
+        sh.follow_drain(drain.as_mut());
+        match reading::next_frame(stream, &sh.done, drain.as_mut()).await {
+            Next::Frame(m) => {
                 if sh.wire == Wire::Socketio && payload::data_of(&m).is_some_and(|d| d == b"2") {
                     pong_due.set(true);
                     wake.notify_one();
                 }
             }
-            Some(Err(e)) => {
+            Next::Over => return true,
+            Next::Lost(e) => {
                 sh.rec.error("sender", e);
-                return false;
-            }
-            None => {
-                sh.rec.error("sender", "connection closed by server");
                 return false;
             }
         }

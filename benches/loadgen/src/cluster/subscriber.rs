@@ -8,46 +8,30 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::{sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::flow::Flow;
-use super::{PROBE, Shared, Wire, add};
+use super::{PROBE, Shared, Wire};
 use crate::conn::Ws;
+use crate::flow::Flow;
 use crate::payload;
 use crate::peer::CLOSE_GRACE;
+use crate::reading::{self, Next};
 use crate::sequence::{Checker, Seen};
 use crate::socketio::{self, Packet};
+use crate::stats::add;
 
 pub(super) async fn run(sh: Rc<Shared>, mut ws: Ws, index: usize) {
     let clock = sh.clock;
     let mut checker = Checker::new(sh.flows.len());
     let mut probed = vec![false; sh.flows.len()];
-    let mut drain_at = sh.drain_end();
-    let drain = sleep_until(drain_at);
+    let drain = sleep_until(sh.drain_end());
     tokio::pin!(drain);
     let failure = loop {
-        if sh.done.get() {
-            break None;
-        }
-        if sh.drain_end() != drain_at {
-            // The barrier opened: the drain ends after the window now.
-            drain_at = sh.drain_end();
-            drain.as_mut().reset(drain_at);
-        }
-        let notified = sh.done_notify.notified();
-        let msg = tokio::select! {
-            biased;
-            m = ws.next() => m,
-            _ = notified => continue,
-            _ = &mut drain => break None,
-        };
-        let msg = match msg {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => break Some(e.to_string()),
-            None => break Some("connection closed by server".to_string()),
+        sh.follow_drain(drain.as_mut());
+        let msg = match reading::next_frame(&mut ws, &sh.done, drain.as_mut()).await {
+            Next::Frame(m) => m,
+            Next::Over => break None,
+            Next::Lost(e) => break Some(e),
         };
         let Some(data) = payload::data_of(&msg) else {
-            if let Message::Close(f) = msg {
-                break Some(format!("server sent close {f:?}"));
-            }
             continue; // protocol ping/pong: tungstenite answers pings itself
         };
         let now = clock.now_ns();

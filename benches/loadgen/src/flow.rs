@@ -1,17 +1,14 @@
-//! One sender's messages in flight: a ring of the messages not yet received by every
-//! subscriber, what counts against the sender's window, and giving up on the stalled ones.
-//! No I/O; the sender and the subscribers of `cluster` share one per sender.
+//! One sender's messages in flight to many subscribers: a ring of the messages not yet
+//! received by every subscriber, what counts against the sender's window, and giving up on the
+//! stalled ones. No I/O; a sender and its subscribers share one (`fanout`'s publisher, each of
+//! `cluster`'s senders).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use tokio::sync::Notify;
 
-/// A message not complete this long after it was sent stops holding its sender's window slot
-/// (it is still checked). Longer than the other scenarios' second: the slowest peers' queueing
-/// latency at this scenario's load is seconds, and giving up on slots sooner would let the
-/// senders outrun them.
-pub const STALL_NS: u64 = 5_000_000_000;
+use crate::stats::Window;
 
 /// A sent message still missing some deliveries (or complete, behind one that is not).
 struct Entry {
@@ -21,8 +18,10 @@ struct Entry {
 }
 
 /// Sequence numbers are the ring's indices from `base`.
-#[derive(Default)]
 pub struct Flow {
+    /// A message not complete this long after it was sent stops holding a window slot (it may
+    /// still complete, and is still checked).
+    stall_ns: u64,
     ring: RefCell<VecDeque<Entry>>,
     base: Cell<u64>,
     /// Entries neither complete nor abandoned: what counts against the sender's window.
@@ -36,6 +35,19 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// An empty flow whose messages stall after `stall_ns`.
+    pub fn new(stall_ns: u64) -> Self {
+        Flow {
+            stall_ns,
+            ring: RefCell::default(),
+            base: Cell::default(),
+            incomplete: Cell::default(),
+            live_from: Cell::default(),
+            sent: Cell::default(),
+            progress: Notify::new(),
+        }
+    }
+
     /// Records a message sent at `sent_ns` that `receivers` subscribers must get; returns its
     /// sequence number.
     pub fn push(&self, sent_ns: u64, receivers: u32) -> u64 {
@@ -86,17 +98,23 @@ impl Flow {
         ring.is_empty()
     }
 
-    /// Gives up on entries incomplete for STALL_NS (they stop counting against the window and
-    /// are still checked); returns how many, and the send time of the oldest still awaited.
+    /// Messages sent within `window` that some subscriber has not received (yet).
+    pub fn undelivered_sent_in(&self, window: &Window) -> usize {
+        self.ring.borrow().iter().filter(|e| e.remaining > 0 && window.contains(e.sent_ns)).count()
+    }
+
+    /// Gives up on entries incomplete for the stall time (they stop counting against the window
+    /// and may still complete); returns how many, and when the oldest entry still awaited will
+    /// stall (None: none is awaited).
     pub fn abandon_old(&self, now: u64) -> (u64, Option<u64>) {
         let mut ring = self.ring.borrow_mut();
         let base = self.base.get();
         let mut seq = self.live_from.get().max(base);
-        let (mut n, mut oldest) = (0, None);
+        let (mut n, mut next_stall) = (0, None);
         while let Some(e) = ring.get_mut((seq - base) as usize) {
             if e.remaining > 0 && !e.abandoned {
-                if e.sent_ns + STALL_NS > now {
-                    oldest = Some(e.sent_ns);
+                if e.sent_ns + self.stall_ns > now {
+                    next_stall = Some(e.sent_ns + self.stall_ns);
                     break;
                 }
                 e.abandoned = true;
@@ -106,7 +124,7 @@ impl Flow {
             seq += 1;
         }
         self.live_from.set(seq);
-        (n, oldest)
+        (n, next_stall)
     }
 }
 
@@ -114,9 +132,11 @@ impl Flow {
 mod tests {
     use super::*;
 
+    const STALL: u64 = 1_000;
+
     #[test]
     fn completes_when_every_receiver_has_it() {
-        let f = Flow::default();
+        let f = Flow::new(STALL);
         assert_eq!((f.push(10, 2), f.push(20, 2)), (0, 1));
         assert_eq!((f.sent(), f.incomplete()), (2, 2));
         assert!(!f.delivered(1));
@@ -133,16 +153,32 @@ mod tests {
 
     #[test]
     fn stalled_messages_free_their_slot_and_may_still_complete() {
-        let f = Flow::default();
+        let f = Flow::new(STALL);
         f.push(0, 1);
-        f.push(STALL_NS, 1);
-        assert_eq!(f.abandon_old(STALL_NS - 1), (0, Some(0)));
-        assert_eq!(f.abandon_old(STALL_NS), (1, Some(STALL_NS)));
+        f.push(STALL, 1);
+        assert_eq!(f.abandon_old(STALL - 1), (0, Some(STALL)));
+        assert_eq!(f.abandon_old(STALL), (1, Some(2 * STALL)));
         assert_eq!(f.incomplete(), 1);
-        assert_eq!(f.abandon_old(STALL_NS), (0, Some(STALL_NS)), "abandoned once");
+        assert_eq!(f.abandon_old(STALL), (0, Some(2 * STALL)), "abandoned once");
         assert!(!f.delivered(0));
         assert_eq!(f.incomplete(), 1, "a late abandoned message frees no second slot");
         assert!(f.delivered(1));
         assert_eq!((f.incomplete(), f.abandon_old(u64::MAX)), (0, (0, None)));
+    }
+
+    #[test]
+    fn undelivered_counts_only_the_window() {
+        let f = Flow::new(STALL);
+        let window = Window { start_ns: 10, end_ns: 30 };
+        for sent in [5, 10, 20, 30] {
+            f.push(sent, 2);
+        }
+        assert_eq!(f.undelivered_sent_in(&window), 2);
+        f.delivered(1);
+        assert_eq!(f.undelivered_sent_in(&window), 2, "one of two copies");
+        f.delivered(1);
+        assert_eq!(f.undelivered_sent_in(&window), 1, "complete, behind one that is not");
+        f.abandon_old(u64::MAX / 2);
+        assert_eq!(f.undelivered_sent_in(&window), 1, "abandoned is still undelivered");
     }
 }
