@@ -173,8 +173,8 @@ def test_a_killed_nodes_users_go_out_within_the_lease(chat_nodes):
     out = erin.expect("out", timeout=lease + 3)
     took = time.monotonic() - killed
     assert out == {"event": "out", "name": "Dave", "num": 1}
-    # The lease, plus a tick (a third of it) and delivery.
-    assert took <= lease * 1.5 + 0.5, f"out after {took:.2f} s with a {lease} s lease"
+    # The lease, plus a tick (a third of it) and delivery on a busy 2-core machine.
+    assert took <= lease * 4 / 3 + 1.0, f"out after {took:.2f} s with a {lease} s lease"
     wait_for(lambda: counts([n0, n1]) == [1, 1], what="num 1 on the live nodes")
     erin.close()
 
