@@ -27,10 +27,16 @@ class Node:
     """One roomcast node process; its log lines are kept in ``lines``."""
 
     def __init__(
-        self, broker: str, *, lease: float = 3.0, buffer: int = 65536, chat: bool = False
+        self,
+        broker: str,
+        *,
+        lease: float = 3.0,
+        buffer: int = 65536,
+        chat: bool = False,
+        chat_args: tuple[str, ...] = (),
     ) -> None:
         cmd = [sys.executable, str(NODE), "--broker", broker, "--lease", str(lease)]
-        cmd += ["--buffer", str(buffer)] + (["--chat"] if chat else [])
+        cmd += ["--buffer", str(buffer)] + (["--chat", *chat_args] if chat else [])
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,

@@ -32,13 +32,20 @@ def main() -> None:
     p.add_argument("--buffer", type=int, default=65536)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--chat", action="store_true")
+    p.add_argument("--offline-limit", type=int, default=100)
+    p.add_argument("--offline-ttl", type=float, default=7 * 24 * 3600.0)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     settings: dict[str, Any] = dict(
         broker=args.broker, broker_lease=args.lease, broker_buffer=args.buffer
     )
     if args.chat:
-        app = presets.chat(heartbeat_interval=None, **settings)
+        app = presets.chat(
+            heartbeat_interval=None,
+            offline_limit=args.offline_limit,
+            offline_ttl=args.offline_ttl,
+            **settings,
+        )
     else:
         app = roomcast.Server(heartbeat_interval=None, **settings)
 

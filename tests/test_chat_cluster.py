@@ -21,8 +21,10 @@ pytestmark = pytest.mark.timeout(90)
 def chat_nodes(roomcast_redis):
     made: list[Node] = []
 
-    def make(n: int = 3, lease: float = 3.0) -> list[Node]:
-        new = [Node(roomcast_redis.url, lease=lease, chat=True) for _ in range(n)]
+    def make(n: int = 3, lease: float = 3.0, *chat_args: str) -> list[Node]:
+        new = [
+            Node(roomcast_redis.url, lease=lease, chat=True, chat_args=chat_args) for _ in range(n)
+        ]
         made.extend(new)
         every = made[-n:]
         for node in every:
@@ -208,5 +210,42 @@ def test_chat_goes_on_through_a_redis_restart_and_counts_are_rebuilt(chat_nodes,
     assert (out["name"], out["num"]) == ("Ann", 2)
     wait_for(lambda: counts([n0, n1]) == [2, 2], what="num 2 on both nodes")
     assert any("could not" in line and "Redis" in line for line in n0.lines)
+    carol.close()
+    bob.close()
+
+
+def test_offline_bounds_hold_in_redis(chat_nodes):
+    n0, n1 = chat_nodes(2, 3.0, "--offline-limit", "2", "--offline-ttl", "1.5")
+    carol, _, _ = enter(n0, "carol", "Carol")
+    bob, _, _ = enter(n1, "bob", "Bob")
+    carol.expect("enter")
+    carol.close()
+    bob.expect("out")
+    for i in range(5):
+        bob.say(f"m{i}")
+    seen = bob.collect(5)
+    # The newest two are kept (offline_limit), the oldest three dropped and counted.
+    carol, kept, _ = enter(n0, "carol", "Carol")
+    assert kept == [{**f, "roomid": "r"} for f in seen[3:]]
+    wait_for(
+        lambda: (s := n1.chat_stats())["offline_dropped_full"] == 3 and s["offline_waiting"] == 0,
+        what="3 dropped as full, none waiting",
+    )
+    bob.expect("enter")
+    carol.close()
+    bob.expect("out")
+    bob.say("kept, then too old")
+    bob.expect("message")
+    time.sleep(1.6)  # past offline_ttl: the membership ends with what was kept
+    bob.say("after her membership ended")
+    bob.expect("message")
+    carol, kept, _ = enter(n1, "carol", "Carol")
+    assert kept == []
+    wait_for(
+        lambda: (
+            (s := n0.chat_stats())["offline_dropped_expired"] == 1 and s["offline_waiting"] == 0
+        ),
+        what="1 dropped as expired, none waiting",
+    )
     carol.close()
     bob.close()

@@ -13,7 +13,7 @@ use redis::{FromRedisValue, Script};
 
 use super::Broker;
 use crate::chat::offline::{Bounds, OfflineCounts};
-use crate::chat::roster::{Arrival, Departure, Num, Roster, Tick, Vanished};
+use crate::chat::roster::{Arrival, Departure, Num, Roster, Vanished};
 use crate::frames::Text;
 
 macro_rules! script {
@@ -38,8 +38,14 @@ pub struct RedisRoster {
     failures: AtomicU64,
     /// A call failed since the last successful one (logged once).
     outage: AtomicBool,
-    /// A call failed: the next tick re-registers this node's users.
+    /// A call failed, or Redis lost this node's entries: the next tick re-registers them.
     resync: AtomicBool,
+    /// The users connected through this node, (room, uid) -> name, as this node knows them
+    /// whatever Redis answered: what a re-registration sends.
+    local: Mutex<HashMap<(String, String), String>>,
+    /// Arrivals and departures share it; a re-registration takes it alone, so the list it
+    /// sends cannot be overtaken by a departure it does not contain.
+    gate: tokio::sync::RwLock<()>,
 }
 
 type Version = (u64, u64);
@@ -73,6 +79,8 @@ impl RedisRoster {
             failures: AtomicU64::new(0),
             outage: AtomicBool::new(false),
             resync: AtomicBool::new(false),
+            local: Mutex::new(HashMap::new()),
+            gate: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -127,6 +135,11 @@ impl RedisRoster {
 impl Roster for RedisRoster {
     fn arrive<'a>(&'a self, room: &'a str, uid: &'a str, name: &'a str) -> BoxFuture<'a, Arrival> {
         Box::pin(async move {
+            let _gate = self.gate.read().await;
+            self.local
+                .lock()
+                .unwrap()
+                .insert((room.to_owned(), uid.to_owned()), name.to_owned());
             let (now_ms, ms, now_s) = now();
             let cutoff = ms
                 .saturating_sub(self.bounds.ttl.as_millis() as u64)
@@ -164,6 +177,8 @@ impl Roster for RedisRoster {
 
     fn depart<'a>(&'a self, room: &'a str, uid: &'a str) -> BoxFuture<'a, Departure> {
         Box::pin(async move {
+            let _gate = self.gate.read().await;
+            self.forget_local(room, uid);
             let (now_ms, _, now_s) = now();
             let node = self.node();
             let args = [self.ns(), room, uid, &node, &now_ms, &now_s];
@@ -187,6 +202,8 @@ impl Roster for RedisRoster {
 
     fn leave<'a>(&'a self, room: &'a str, uid: &'a str) -> BoxFuture<'a, Departure> {
         Box::pin(async move {
+            let _gate = self.gate.read().await;
+            self.forget_local(room, uid);
             let (_, _, now_s) = now();
             let args = [self.ns(), room, uid, &now_s];
             let what = "end a membership";
@@ -212,7 +229,10 @@ impl Roster for RedisRoster {
             let (now_ms, ms, _) = now();
             let ttl = self.bounds.ttl.as_millis() as u64;
             let cutoff = ms.saturating_sub(ttl).to_string();
-            let (ttl, limit) = (ttl.max(1).to_string(), self.bounds.limit.to_string());
+            // Lists are cleaned when their membership ends (counted there); the expiry is only a
+            // backstop for rooms that fall silent, so it must come well after that.
+            let backstop = ttl.saturating_mul(2).saturating_add(60_000);
+            let (ttl, limit) = (backstop.to_string(), self.bounds.limit.to_string());
             let args = [
                 self.ns(),
                 room,
@@ -250,32 +270,51 @@ impl Roster for RedisRoster {
         false // Redis does; this node's room can go with its last connection
     }
 
-    fn tick(&self, local: Option<Vec<(String, String, String)>>) -> BoxFuture<'_, Tick> {
+    fn forget_local(&self, room: &str, uid: &str) {
+        self.local
+            .lock()
+            .unwrap()
+            .remove(&(room.to_owned(), uid.to_owned()));
+    }
+
+    fn tick(&self) -> BoxFuture<'_, Vec<Vanished>> {
         Box::pin(async move {
             if self.broker.conn.lock().unwrap().is_none() {
                 // Not connected (yet, or any more): the broker logs that; ticks resume after.
-                return Tick {
-                    resync: local.is_some() || self.resync.load(Ordering::Relaxed),
-                    ..Tick::default()
-                };
+                return Vec::new();
             }
+            let resync = self.resync.swap(false, Ordering::Relaxed);
+            // Re-registering: nothing arrives or departs here until Redis has the list.
+            let _gate = if resync {
+                Some(self.gate.write().await)
+            } else {
+                None
+            };
+            let local: Vec<((String, String), String)> = if resync {
+                let local = self.local.lock().unwrap();
+                local.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            } else {
+                Vec::new()
+            };
             let (now_ms, _, now_s) = now();
             let node = self.node();
             let lease = (self.broker.config.lease.as_millis() as u64).to_string();
             let mut args: Vec<&str> = vec![self.ns(), &node, &now_ms, &lease, &now_s];
-            args.push(if local.is_some() { "1" } else { "0" });
-            let local = local.unwrap_or_default();
-            for (room, uid, name) in &local {
+            args.push(if resync { "1" } else { "0" });
+            for ((room, uid), name) in &local {
                 args.extend([room.as_str(), uid.as_str(), name.as_str()]);
             }
             type Gone = (String, String, String, usize, Version);
             let what = "renew this node's lease";
-            let Some((resync, vanished, stats)) = self
+            let Some((lost, vanished, stats)) = self
                 .call::<(u8, Vec<Gone>, HashMap<String, i64>)>(&self.tick, &args, what)
                 .await
             else {
-                return Tick::default();
+                return Vec::new();
             };
+            if lost == 1 {
+                self.resync.store(true, Ordering::Relaxed);
+            }
             let get = |k: &str| stats.get(k).copied().unwrap_or(0).max(0) as u64;
             *self.counts.lock().unwrap() = OfflineCounts {
                 kept: get("kept"),
@@ -285,18 +324,15 @@ impl Roster for RedisRoster {
                 waiting: get("waiting"),
                 store_failures: self.failures.load(Ordering::Relaxed),
             };
-            Tick {
-                resync: resync == 1 || self.resync.swap(false, Ordering::Relaxed),
-                vanished: vanished
-                    .into_iter()
-                    .map(|(room, uid, name, count, version)| Vanished {
-                        room,
-                        uid,
-                        name,
-                        num: num(count, version),
-                    })
-                    .collect(),
-            }
+            vanished
+                .into_iter()
+                .map(|(room, uid, name, count, version)| Vanished {
+                    room,
+                    uid,
+                    name,
+                    num: num(count, version),
+                })
+                .collect()
         })
     }
 }

@@ -84,6 +84,7 @@ impl Chat {
             for id in self.connections_of(hub, &room.name, |u| u == uid) {
                 self.clear_seat(hub, room, id);
             }
+            self.roster.forget_local(&room.name, uid);
             let (room, uid) = (room.clone(), uid.clone());
             tokio::spawn(async move {
                 room.state.lock().await.remove(&uid);
@@ -115,16 +116,8 @@ impl Chat {
     /// Renews this node's lease in the roster and announces the users of nodes whose lease
     /// ran out (`out` to their rooms). Runs while the server does; a no-op in memory.
     pub async fn run_roster(self: Arc<Self>, hub: Arc<Hub>, every: Duration) {
-        let mut resync = false;
         loop {
-            let local = if resync {
-                Some(self.local_users().await)
-            } else {
-                None
-            };
-            let tick = self.roster.tick(local).await;
-            resync = tick.resync;
-            for gone in tick.vanished {
+            for gone in self.roster.tick().await {
                 self.vanished(&hub, gone);
             }
             tokio::time::sleep(every).await;
@@ -156,18 +149,5 @@ impl Chat {
                 }
             }
         }
-    }
-
-    /// (room, uid, name) of every user connected here, for a roster that lost its data.
-    async fn local_users(&self) -> Vec<(String, String, String)> {
-        let rooms: Vec<Arc<ChatRoom>> = self.rooms.lock().unwrap().values().cloned().collect();
-        let mut users = Vec::new();
-        for room in rooms {
-            let people = room.state.lock().await;
-            for (uid, online) in &people.online {
-                users.push((room.name.to_string(), uid.to_string(), online.name.clone()));
-            }
-        }
-        users
     }
 }

@@ -45,15 +45,6 @@ pub struct Vanished {
     pub num: Num,
 }
 
-/// What a roster's periodic tick found.
-#[derive(Default)]
-pub struct Tick {
-    pub vanished: Vec<Vanished>,
-    /// The store lost this node's entries (Redis restarted empty): the next tick should
-    /// carry every local user again.
-    pub resync: bool,
-}
-
 pub trait Roster: Send + Sync {
     fn arrive<'a>(&'a self, room: &'a str, uid: &'a str, name: &'a str) -> BoxFuture<'a, Arrival>;
     fn depart<'a>(&'a self, room: &'a str, uid: &'a str) -> BoxFuture<'a, Departure>;
@@ -65,11 +56,13 @@ pub trait Roster: Send + Sync {
     /// True while this process holds the room's members (an in-memory roster), so the room
     /// (and the `roomid` as first written) must outlive its last connection here.
     fn remembers(&self, room: &str) -> bool;
-    /// Renews this node's lease, re-registers `local` users (room, uid, name) when given,
-    /// and reports users whose node's lease ran out. A shared roster's business only.
-    fn tick(&self, _local: Option<Vec<(String, String, String)>>) -> BoxFuture<'_, Tick> {
-        Box::pin(future::ready(Tick::default()))
+    /// Renews this node's lease (re-registering its users if the store lost them) and
+    /// reports users whose node's lease ran out. A shared roster's business only.
+    fn tick(&self) -> BoxFuture<'_, Vec<Vanished>> {
+        Box::pin(future::ready(Vec::new()))
     }
+    /// Another node ended `uid`'s membership: this node no longer holds them in `room`.
+    fn forget_local(&self, _room: &str, _uid: &str) {}
 }
 
 #[derive(Default)]
