@@ -50,6 +50,10 @@ pub struct Config {
     pub max_message_size: usize,
     /// Outbound frames queued per connection before `overflow` applies.
     pub queue_size: usize,
+    /// Outbound payload bytes queued per connection (and not yet written to its socket) before
+    /// `overflow` applies: what one client that never reads can make the server hold. A
+    /// message larger than this still goes out when the queue is empty.
+    pub queue_bytes: usize,
     pub overflow: OverflowPolicy,
     /// Sweep period; `None` turns the heartbeat off.
     pub heartbeat_interval: Option<Duration>,
@@ -101,6 +105,7 @@ impl Default for Config {
         Self {
             max_message_size: 1 << 20,
             queue_size: 1024,
+            queue_bytes: 1 << 20,
             overflow: OverflowPolicy::Close,
             heartbeat_interval: Some(Duration::from_secs(30)),
             app_heartbeat: false,
@@ -138,6 +143,9 @@ impl Config {
         }
         if self.queue_size == 0 {
             return Err("queue_size must be at least 1 frame".into());
+        }
+        if self.queue_bytes == 0 {
+            return Err("queue_bytes must be at least 1 byte".into());
         }
         if self.mailbox_limit == 0 {
             return Err("mailbox_limit must be at least 1 event".into());

@@ -33,6 +33,7 @@ pub struct ConnHandle {
     pub info: Arc<ConnInfo>,
     pub(crate) tx: mpsc::Sender<Outgoing>,
     queue_size: usize,
+    queue_bytes: usize,
     overflow: OverflowPolicy,
     close_timeout: Duration,
     pub(crate) app_heartbeat: bool,
@@ -70,6 +71,7 @@ impl ConnHandle {
             info,
             tx,
             queue_size: cfg.queue_size,
+            queue_bytes: cfg.queue_bytes,
             overflow: cfg.overflow,
             close_timeout: cfg.close_timeout,
             app_heartbeat: cfg.app_heartbeat,
@@ -112,7 +114,14 @@ impl ConnHandle {
             return false;
         }
         let len = out.len();
-        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        // Bounded in bytes as well as frames: 1024 frames of 1 MiB would be 1 GiB held for one
+        // client that never reads. An empty queue takes any message, however large.
+        if before > 0 && before + len > self.queue_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.overflowed();
+            return false;
+        }
         match self.tx.try_send(out) {
             Ok(()) => true,
             Err(err) => {
@@ -129,8 +138,8 @@ impl ConnHandle {
         match self.overflow {
             OverflowPolicy::Close => {
                 log::warn!(
-                    "connection {}: outbound queue full ({} frames, {} bytes waiting); closing with 1013 (overflow='close')",
-                    self.id, self.queue_size, self.buffered_amount()
+                    "connection {}: outbound queue full ({} bytes waiting; bounds: queue_size {} frames, queue_bytes {} bytes); closing with 1013 (overflow='close')",
+                    self.id, self.buffered_amount(), self.queue_size, self.queue_bytes
                 );
                 if self.request_close(
                     1013,
@@ -144,8 +153,8 @@ impl ConnHandle {
             OverflowPolicy::Drop => {
                 if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
                     log::warn!(
-                        "connection {}: outbound queue full ({} frames); dropping messages it cannot take (overflow='drop')",
-                        self.id, self.queue_size
+                        "connection {}: outbound queue full ({} bytes waiting; bounds: queue_size {} frames, queue_bytes {} bytes); dropping messages it cannot take (overflow='drop')",
+                        self.id, self.buffered_amount(), self.queue_size, self.queue_bytes
                     );
                 }
             }

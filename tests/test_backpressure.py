@@ -49,6 +49,36 @@ def test_a_slow_reader_hitting_the_queue_bound_is_closed_with_1013(start, caplog
     slow.close()
 
 
+def test_the_queue_is_bounded_in_bytes_not_only_frames(start, caplog):
+    # 1024 frames of 64 KiB would be 64 MiB held for a client that never reads; the byte
+    # bound (256 KiB here) closes it long before.
+    conns = []
+    peak = []
+    app = roomcast.Server(queue_bytes=256 * 1024, close_timeout=0.5)
+    app.on_connect(lambda conn, request: conns.append(conn))
+    server = start(app)
+    slow = slow_reader(server.port)
+    conn = wait_for(lambda: conns and conns[0], what="connection")
+    sent = 0
+    while conn.is_open and sent < 1000:
+        conn.send(CHUNK)
+        peak.append(conn.buffered_amount)
+        sent += 1
+    assert not conn.is_open, "the byte bound should have closed the slow reader"
+    assert sent < 64, f"{sent} chunks of 64 KiB queued before the 256 KiB bound closed it"
+    assert max(peak) <= 256 * 1024
+    wait_for(
+        lambda: any("queue_bytes 262144 bytes); closing with 1013" in x for x in log_lines(caplog)),
+        what="the log line naming the bound",
+    )
+    # One message larger than the bound still goes out on an empty queue.
+    with connect(server.url, max_size=None) as ok:
+        big = wait_for(lambda: len(conns) == 2 and conns[1], what="second connection")
+        big.send("y" * (512 * 1024))
+        assert len(ok.recv(timeout=5)) == 512 * 1024
+    slow.close()
+
+
 def test_drop_policy_keeps_the_connection(start, caplog):
     conns = []
     app = roomcast.Server(queue_size=4, overflow="drop")

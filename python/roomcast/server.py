@@ -50,8 +50,10 @@ class Server:
       interval, swallow ``{"event":"heartbeat","message":"pong"}``, answer text ``ping`` with
       ``pong`` (the clients of seeds 000 and 004).
     - ``max_message_size`` (1 MiB): larger messages close the connection with 1009.
-    - ``queue_size`` (1024 frames) and ``overflow`` (``"close"``: close with 1013; or
-      ``"drop"``: drop what does not fit): what happens to a client that reads too slowly.
+    - ``queue_size`` (1024 frames), ``queue_bytes`` (1 MiB of payload not yet written to the
+      socket; a larger message still goes out alone) and ``overflow`` (``"close"``: close with
+      1013; or ``"drop"``: drop what does not fit): what happens to a client that reads too
+      slowly. A broadcast's bytes are shared, but count in every member's queue.
     - ``paths`` (None = every path): other paths get HTTP 404 at the handshake.
     - ``subprotocols``: offered subprotocols the server accepts, in preference order.
     - ``max_header_bytes`` (16 KiB → 431), ``handshake_timeout`` (10 s → 408, or 503 when
@@ -81,6 +83,7 @@ class Server:
         app_heartbeat: bool = False,
         max_message_size: int = 1 << 20,
         queue_size: int = 1024,
+        queue_bytes: int = 1 << 20,
         overflow: str = "close",
         paths: Optional[Iterable[str]] = None,
         subprotocols: Sequence[str] = (),
@@ -106,6 +109,7 @@ class Server:
             "app_heartbeat": app_heartbeat,
             "max_message_size": max_message_size,
             "queue_size": queue_size,
+            "queue_bytes": queue_bytes,
             "overflow": overflow,
             "paths": None if paths is None else list(paths),
             "subprotocols": list(subprotocols),

@@ -89,6 +89,7 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
         match key.as_str() {
             "max_message_size" => c.max_message_size = value.extract()?,
             "queue_size" => c.queue_size = value.extract()?,
+            "queue_bytes" => c.queue_bytes = value.extract()?,
             "overflow" => {
                 let name: String = value.extract()?;
                 c.overflow = OverflowPolicy::parse(&name).ok_or_else(|| {
@@ -160,6 +161,7 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("max_message_size", c.max_message_size)?;
     d.set_item("queue_size", c.queue_size)?;
+    d.set_item("queue_bytes", c.queue_bytes)?;
     d.set_item("overflow", "close")?;
     d.set_item(
         "heartbeat_interval",
