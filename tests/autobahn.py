@@ -46,8 +46,11 @@ def main() -> int:
     p.add_argument("--include", action="append", default=[], help="case ids or globs")
     a = p.parse_args()
     kosoku = shutil.which("kosoku", path=str(Path(sys.executable).parent)) or shutil.which("kosoku")
+    if kosoku is None and sys.version_info < (3, 10):
+        print("autobahn: not run: kosoku has no wheel for CPython < 3.10 (run make test on 3.10+)")
+        return 0
     if kosoku is None:
-        print("autobahn: kosoku is not installed: pip install 'roomcast[test]' (CPython >= 3.10)")
+        print("autobahn: kosoku is not installed: pip install 'roomcast[test]'")
         return 1
     out = Path(a.out)
     shutil.rmtree(out, ignore_errors=True)
