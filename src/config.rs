@@ -93,6 +93,13 @@ pub struct Config {
     /// A plain HTTP GET of this path answers the server's metrics in Prometheus' text format;
     /// `None` serves no metrics.
     pub metrics_path: Option<String>,
+    /// Web pages allowed to open a WebSocket (`origin.rs`); `None` allows any. A handshake
+    /// with another Origin gets 403; one without the header (not a browser) passes.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Sockets served at once, in total and per client address; past either, HTTP 503 with
+    /// `Retry-After`. `None`: no limit.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
     /// Bind with SO_REUSEPORT, so several processes (`--workers N`) share one port and the
     /// kernel spreads new connections across them.
     pub reuse_port: bool,
@@ -126,6 +133,9 @@ impl Default for Config {
             http_queue: 1024,
             http_timeout: Duration::from_secs(60),
             metrics_path: None,
+            allowed_origins: None,
+            max_connections: None,
+            max_connections_per_ip: None,
             reuse_port: false,
             broker: None,
         }
@@ -137,6 +147,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if let Some(broker) = &self.broker {
             broker.validate()?;
+        }
+        if let Some(origins) = &self.allowed_origins {
+            crate::origin::OriginPolicy::parse(origins)?;
+        }
+        if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
+            return Err("max_connections and max_connections_per_ip must be at least 1, or None for no limit".into());
         }
         if self.max_message_size == 0 {
             return Err("max_message_size must be at least 1 byte".into());

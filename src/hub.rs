@@ -19,7 +19,9 @@ use crate::error::Error;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::Outgoing;
 use crate::http::HttpExchange;
+use crate::limits::ConnLimits;
 use crate::metrics::{self, Metrics, TrafficTotals};
+use crate::origin::OriginPolicy;
 use crate::rooms::{Rooms, Snapshot};
 use crate::ConnId;
 
@@ -36,6 +38,10 @@ pub struct Hub {
     pub http: HttpExchange,
     /// The server's counters (`stats` adds the gauges and the connections' traffic).
     pub metrics: Arc<Metrics>,
+    /// The Origin allow-list, when the config has one.
+    pub origins: Option<OriginPolicy>,
+    /// Sockets served at once, in total and per address.
+    pub limits: Arc<ConnLimits>,
     // The maps below use std locks, not tokio's: they are taken from tokio tasks and Python
     // threads alike, never across an .await, and each critical section only moves pointers.
     // Senders are collected under a lock and used after it is released.
@@ -88,8 +94,18 @@ impl Hub {
                 None => Chat::new(c),
             })
         });
+        let origins = config
+            .allowed_origins
+            .as_ref()
+            .map(|o| OriginPolicy::parse(o).expect("validated origins"));
+        let limits = Arc::new(ConnLimits::new(
+            config.max_connections,
+            config.max_connections_per_ip,
+        ));
         Self {
             broker,
+            origins,
+            limits,
             config,
             events: Dispatcher::with_deferred_wakeups(limit, true),
             chat,

@@ -63,6 +63,8 @@ pub async fn serve(
     shutdown: watch::Receiver<Option<Duration>>,
 ) {
     let cfg = &hub.config;
+    // Held for the whole connection; refused below, once its request is read.
+    let admitted = hub.limits.admit(peer.ip());
     let (request, leftover) = match read_head(
         &mut stream,
         cfg.max_header_bytes,
@@ -83,6 +85,16 @@ pub async fn serve(
             return write_reply(&mut stream, &reply).await;
         }
     };
+    let _slot = match admitted {
+        Ok(slot) => slot,
+        Err(why) => {
+            hub.limits.log_refusal(&peer, &why);
+            hub.metrics.refused(Refusal::Limit, 503);
+            let reply = Reply::new(503, format!("too many connections: {why}; retry later\n"))
+                .header("Retry-After", "5");
+            return write_reply(&mut stream, &reply).await;
+        }
+    };
     if !request.wants_websocket() {
         if let Some(status) = plain_http(&hub, &mut stream, request, leftover, peer).await {
             hub.metrics.http_response(status);
@@ -94,6 +106,14 @@ pub async fn serve(
         hub.metrics.refused(Refusal::Request, 404);
         let reply = Reply::new(404, format!("no WebSocket endpoint at {}\n", request.path));
         return write_reply(&mut stream, &reply).await;
+    }
+    if let (Some(policy), Some(origin)) = (&hub.origins, request.header("origin")) {
+        if !policy.allows(origin) {
+            log::warn!("{peer}: Origin {origin:?} is not in allowed_origins; 403");
+            hub.metrics.refused(Refusal::Origin, 403);
+            let reply = Reply::new(403, format!("origin {origin} is not allowed here\n"));
+            return write_reply(&mut stream, &reply).await;
+        }
     }
     let key = match handshake::validate_upgrade(&request) {
         Ok(key) => key,

@@ -116,6 +116,8 @@ def test_traffic_rooms_and_broadcasts_are_counted(start):
     assert stats["hook_duration"]["count"] == len(calls)
     assert stats["connections_refused"] == {
         "request": {},
+        "origin": {},
+        "limit": {},
         "on_connect": {},
         "on_connect_timeout": {},
     }
@@ -161,6 +163,8 @@ def test_refusals_are_counted_by_reason_and_status(start):
     stats = settled(server, hook_calls=5, connections_closed=1)
     assert stats["connections_refused"] == {
         "request": {404: 1, 408: 1, 431: 1},
+        "origin": {},
+        "limit": {},
         "on_connect": {401: 1, 403: 1, 500: 1},
         "on_connect_timeout": {503: 1},
     }

@@ -118,8 +118,8 @@ _HOOKS = [
     ("hook_errors", "roomcast_hook_errors", "counter", "Python hook calls that raised."),
 ]
 _REFUSED_HELP = (
-    "Connections refused before opening, by reason (request, on_connect, on_connect_timeout)"
-    " and HTTP status."
+    "Connections refused before opening, by reason (request, origin, limit, on_connect,"
+    " on_connect_timeout) and HTTP status."
 )
 _PROTOCOL_HELP = (
     "Connections closed for breaking the protocol, by close code (1002 protocol, 1007 bad"

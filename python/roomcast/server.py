@@ -66,6 +66,13 @@ class Server:
       port answers ``stats()`` in Prometheus' text format, written by the core without
       Python (so it answers even while every hook worker is busy). To add the same metrics
       to an existing registry instead, see ``roomcast.metrics.RoomcastCollector``.
+    - ``allowed_origins`` (None = any): the web pages allowed to open a WebSocket, as
+      ``"https://chat.example.com"``, ``"example.com"`` (any scheme) or ``"*.example.com"``
+      (subdomains); a browser handshake from another Origin gets HTTP 403 (cross-site
+      WebSocket hijacking: any page could otherwise connect with the user's cookies). A
+      handshake without an Origin header (not a browser) passes.
+    - ``max_connections`` / ``max_connections_per_ip`` (None = no limit): sockets served at
+      once, in total and per client address; past either, HTTP 503 with ``Retry-After: 5``.
     - ``broker`` (None = rooms are local to this process): ``"redis://host:port/db"`` shares
       rooms with every other node on that Redis: broadcasts reach members on every node
       exactly once and in order, ``len(room)`` counts members on every live node
@@ -97,6 +104,9 @@ class Server:
         read_buffer_size: int = 16 * 1024,
         write_buffer_size: int = 16 * 1024,
         metrics_path: Optional[str] = None,
+        allowed_origins: Optional[Sequence[str]] = None,
+        max_connections: Optional[int] = None,
+        max_connections_per_ip: Optional[int] = None,
         broker: Optional[str] = None,
         broker_namespace: str = "roomcast",
         broker_buffer: int = 65536,
@@ -124,6 +134,9 @@ class Server:
             "chat": None,
             "pages": [],
             "metrics_path": metrics_path,
+            "allowed_origins": None if allowed_origins is None else list(allowed_origins),
+            "max_connections": max_connections,
+            "max_connections_per_ip": max_connections_per_ip,
             "broker": _broker(broker, broker_namespace, broker_buffer, broker_lease),
         }
         self.shutdown_timeout = shutdown_timeout

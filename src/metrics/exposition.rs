@@ -66,7 +66,7 @@ pub fn render(s: &Snapshot) -> String {
     o.family(
         name,
         c,
-        "Connections refused before opening, by reason (request, on_connect, on_connect_timeout) and HTTP status.",
+        "Connections refused before opening, by reason (request, origin, limit, on_connect, on_connect_timeout) and HTTP status.",
     );
     for (why, status, n) in &s.refused {
         o.sample(

@@ -22,6 +22,10 @@ pub enum Refusal {
     /// The core refused the request itself: a path not served (404), a bad upgrade (400, 405,
     /// 426), a request head too slow or too large (408, 431), the server shutting down (503).
     Request,
+    /// Its Origin is not in `allowed_origins` (403).
+    Origin,
+    /// Over `max_connections` or `max_connections_per_ip` (503).
+    Limit,
     /// `on_connect` refused it: returned False (403), raised `Reject` (its status), raised
     /// anything else (500).
     OnConnect,
@@ -30,11 +34,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 3] = [Self::Request, Self::OnConnect, Self::OnConnectTimeout];
+    pub const ALL: [Refusal; 5] = [
+        Self::Request,
+        Self::Origin,
+        Self::Limit,
+        Self::OnConnect,
+        Self::OnConnectTimeout,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Request => "request",
+            Self::Origin => "origin",
+            Self::Limit => "limit",
             Self::OnConnect => "on_connect",
             Self::OnConnectTimeout => "on_connect_timeout",
         }
@@ -117,7 +129,7 @@ impl AddAssign for TrafficTotals {
 pub struct Metrics {
     accepted: AtomicU64,
     closed: AtomicU64,
-    refused: [[AtomicU64; STATUSES]; 3],
+    refused: [[AtomicU64; STATUSES]; Refusal::ALL.len()],
     broadcasts: AtomicU64,
     deliveries: AtomicU64,
     slow_consumer_closes: AtomicU64,

@@ -129,6 +129,9 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
             "http_timeout" => c.http_timeout = secs(value.extract()?, &key)?.unwrap_or_default(),
             "metrics_path" => c.metrics_path = value.extract()?,
             "reuse_port" => c.reuse_port = value.extract()?,
+            "allowed_origins" => c.allowed_origins = value.extract()?,
+            "max_connections" => c.max_connections = value.extract()?,
+            "max_connections_per_ip" => c.max_connections_per_ip = value.extract()?,
             "broker" => {
                 let broker: Option<Bound<'_, PyDict>> = value.extract()?;
                 c.broker = broker.as_ref().map(super::broker::config).transpose()?;
@@ -186,6 +189,9 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("pages", Vec::<(String, String, String)>::new())?;
     d.set_item("metrics_path", c.metrics_path)?;
     d.set_item("reuse_port", c.reuse_port)?;
+    d.set_item("allowed_origins", c.allowed_origins)?;
+    d.set_item("max_connections", c.max_connections)?;
+    d.set_item("max_connections_per_ip", c.max_connections_per_ip)?;
     d.set_item("broker", py.None())?;
     Ok(d)
 }

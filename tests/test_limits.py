@@ -1,0 +1,109 @@
+"""Origin allow-list and connection limits, over real sockets: what the client gets, what
+the log says, what the metrics count."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+import roomcast
+
+from conftest import log_lines, wait_for
+
+
+def handshake(port: int, origin: str | None = None, source: str = "127.0.0.1") -> str:
+    """The status line and headers of a raw handshake from ``source``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    head = [
+        "GET / HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if origin is not None:
+        head.append(f"Origin: {origin}")
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    OPEN.append(sock)  # an accepted one stays open until the test ends
+    return data.decode(errors="replace")
+
+
+OPEN: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def close_sockets():
+    yield
+    for sock in OPEN:
+        sock.close()
+    OPEN.clear()
+
+
+def test_origins_outside_the_allow_list_get_403(start, caplog):
+    app = roomcast.Server(allowed_origins=["https://chat.example.com", "*.example.org"])
+    server = start(app)
+    assert handshake(server.port, "https://chat.example.com").startswith("HTTP/1.1 101")
+    assert handshake(server.port, "https://a.example.org").startswith("HTTP/1.1 101")
+    # Not a browser: no Origin, nothing to hijack.
+    assert handshake(server.port).startswith("HTTP/1.1 101")
+    refused = handshake(server.port, "https://evil.example.net")
+    assert refused.startswith("HTTP/1.1 403")
+    assert "origin https://evil.example.net is not allowed" in refused
+    assert handshake(server.port, "http://chat.example.com").startswith("HTTP/1.1 403")
+    assert handshake(server.port, "null").startswith("HTTP/1.1 403")
+    wait_for(
+        lambda: any(
+            'Origin "https://evil.example.net" is not in allowed_origins; 403' in x
+            for x in log_lines(caplog)
+        ),
+        what="the log line",
+    )
+    assert server.stats()["connections_refused"]["origin"] == {403: 3}
+    # An independent client sees the refusal as the 403 it is.
+    with pytest.raises(InvalidStatus) as refused_client:
+        connect(server.url, origin="https://evil.example.net")
+    assert refused_client.value.response.status_code == 403
+
+
+def test_a_bad_origin_pattern_is_refused_at_start_saying_how_to_write_it():
+    with pytest.raises(ValueError, match=r"https://example\.com"):
+        roomcast.Server(allowed_origins=["https://example.com/path"]).start(port=0)
+
+
+def test_max_connections_refuses_with_503_and_retry_after_then_admits_again(start, caplog):
+    server = start(roomcast.Server(max_connections=2))
+    with connect(server.url) as first, connect(server.url):
+        third = handshake(server.port)
+        assert third.startswith("HTTP/1.1 503")
+        assert "Retry-After: 5" in third
+        assert "max_connections" in third
+        wait_for(
+            lambda: any(
+                "refused with 503" in x and "(max_connections)" in x for x in log_lines(caplog)
+            ),
+            what="the log line",
+        )
+        first.close()
+        # The slot is given back: a new client is admitted.
+        wait_for(lambda: handshake(server.port).startswith("HTTP/1.1 101"), what="a free slot")
+    assert server.stats()["connections_refused"]["limit"][503] >= 1
+
+
+def test_max_connections_per_ip_counts_each_address(start):
+    server = start(roomcast.Server(max_connections_per_ip=1))
+    assert handshake(server.port, source="127.0.0.1").startswith("HTTP/1.1 101")
+    over = handshake(server.port, source="127.0.0.1")
+    assert over.startswith("HTTP/1.1 503")
+    assert "connections open from 127.0.0.1 (max_connections_per_ip)" in over
+    # Another address on the loopback has its own allowance.
+    assert handshake(server.port, source="127.0.0.2").startswith("HTTP/1.1 101")
