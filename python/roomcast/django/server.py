@@ -120,11 +120,36 @@ def build(*, static: bool = True, app: Optional[Server] = None) -> Server:
         stack_size=getattr(settings, "ROOMCAST_VIEW_THREAD_STACK", VIEW_THREAD_STACK),
     )
     _route(app, views)
+    # Unless the app names its own, Django's settings decide (again at every build).
+    if app._settings.get("allowed_origins") is None or getattr(app, "_django_origins", False):
+        app._settings["allowed_origins"] = django_origins()
+        app._django_origins = True  # type: ignore[attr-defined]
     app.wsgi(
         http_application(static), threads=getattr(settings, "ROOMCAST_HTTP_THREADS", HTTP_THREADS)
     )
     app.django_views = views  # type: ignore[attr-defined]
     return app
+
+
+def django_origins() -> Optional[list[str]]:
+    """The pages allowed to open a WebSocket, as Django's own checks allow a request: the hosts
+    of ``ALLOWED_HOSTS`` (``.example.com`` also covers its subdomains; ``*`` allows any, so no
+    check) and the origins of ``CSRF_TRUSTED_ORIGINS``. With ``DEBUG`` and no
+    ``ALLOWED_HOSTS``, Django's own defaults (localhost). ``ROOMCAST_SETTINGS`` or the app's
+    ``allowed_origins`` replaces it."""
+    hosts = list(getattr(settings, "ALLOWED_HOSTS", []))
+    if not hosts and settings.DEBUG:
+        hosts = [".localhost", "127.0.0.1", "[::1]"]
+    if "*" in hosts:
+        return None
+    origins: list[str] = []
+    for host in hosts:
+        if host.startswith("."):
+            origins += [host[1:], "*" + host]
+        else:
+            origins.append(host)
+    origins += list(getattr(settings, "CSRF_TRUSTED_ORIGINS", []))
+    return origins
 
 
 def _route(app: Server, views: ViewSockets) -> None:
