@@ -100,6 +100,8 @@ pub struct Config {
     /// `Retry-After`. `None`: no limit.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    /// What one client may send (`ratelimit.rs`); `None`: no limit.
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
     /// Bind with SO_REUSEPORT, so several processes (`--workers N`) share one port and the
     /// kernel spreads new connections across them.
     pub reuse_port: bool,
@@ -136,6 +138,7 @@ impl Default for Config {
             allowed_origins: None,
             max_connections: None,
             max_connections_per_ip: None,
+            rate_limit: None,
             reuse_port: false,
             broker: None,
         }
@@ -150,6 +153,15 @@ impl Config {
         }
         if let Some(origins) = &self.allowed_origins {
             crate::origin::OriginPolicy::parse(origins)?;
+        }
+        if let Some(r) = &self.rate_limit {
+            let bad = |v: Option<f64>| v.is_some_and(|v| !(v.is_finite() && v > 0.0));
+            if bad(r.messages_per_s) || bad(r.bytes_per_s) {
+                return Err("rate_limit_messages and rate_limit_bytes must be positive numbers per second, or None".into());
+            }
+            if r.burst.is_zero() {
+                return Err("rate_limit_burst must be a positive number of seconds".into());
+            }
         }
         if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
             return Err("max_connections and max_connections_per_ip must be at least 1, or None for no limit".into());

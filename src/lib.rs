@@ -17,6 +17,8 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod ratelimit;
+pub mod request;
 pub mod rooms;
 pub mod server;
 pub mod session;

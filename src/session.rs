@@ -6,22 +6,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::chat::session::ChatSession;
-use crate::config::{Page, Relay};
+use crate::config::Relay;
 use crate::connection::ConnHandle;
 use crate::dispatch::Pushed;
 use crate::envelope;
 use crate::events::{ConnInfo, Decision, Event};
 use crate::frames::{self, FrameReader, FrameWriter, Incoming, Outgoing, ReadError, Text};
 use crate::handshake::{self, Reply};
-use crate::http;
 use crate::hub::Hub;
-use crate::metrics::{exposition, Refusal};
+use crate::metrics::Refusal;
+use crate::ratelimit::{self, Limiter};
+use crate::request::{plain_http, read_head, write_reply};
 use crate::ConnId;
 
 /// Frames written before one flush: enough to batch, few enough to keep latency flat.
@@ -226,82 +227,6 @@ pub async fn serve(
     life.outcome = Some(outcome);
 }
 
-/// Reads the HTTP request head. `Ok(None)`: the client left, or the server is stopping.
-async fn read_head(
-    stream: &mut TcpStream,
-    max: usize,
-    limit: Duration,
-    mut shutdown: watch::Receiver<Option<Duration>>,
-) -> Result<Option<(handshake::Request, Vec<u8>)>, Reply> {
-    let deadline = Instant::now() + limit;
-    // Read straight into the heap buffer: a stack array here would live in every
-    // connection's task for its whole life.
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity());
-        }
-        tokio::select! {
-            r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => match r {
-                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
-                Ok(Ok(_)) => {}
-                Err(_) => {
-                    return Err(Reply::new(408, format!(
-                        "the request head did not arrive within {:.1} s\n", limit.as_secs_f64()
-                    )))
-                }
-            },
-            _ = shutdown.changed() => {
-                return Err(Reply::new(503, "the server is shutting down\n"));
-            }
-        }
-        if let Some((request, head_len)) = handshake::parse_head(&buf, max)? {
-            return Ok(Some((request, buf.split_off(head_len))));
-        }
-    }
-}
-
-/// Answers a plain HTTP request (no upgrade): the metrics, a page, the WSGI application, or
-/// 426. Returns the status answered; `None` when the client left first.
-async fn plain_http(
-    hub: &Hub,
-    stream: &mut TcpStream,
-    request: handshake::Request,
-    leftover: Vec<u8>,
-    peer: SocketAddr,
-) -> Option<u16> {
-    let cfg = &hub.config;
-    let (method, path) = (&request.method, &request.path);
-    let reply = if cfg.serves_metrics(path) {
-        log::debug!("{peer}: {method} {path} served the metrics");
-        let metrics = Page {
-            path: path.clone(),
-            content_type: exposition::CONTENT_TYPE.into(),
-            body: exposition::render(&hub.stats()),
-        };
-        handshake::page_reply(&request, &metrics)
-    } else if let Some(page) = cfg.page_for(path) {
-        log::debug!("{peer}: {method} {path} served a page");
-        handshake::page_reply(&request, page)
-    } else if cfg.http_app {
-        let limits = http::Limits {
-            max_body_size: cfg.max_body_size,
-            timeout: cfg.http_timeout,
-        };
-        return http::serve(&hub.http, &limits, stream, request, leftover, peer).await;
-    } else {
-        log::debug!("{peer}: plain HTTP {method} {path} answered with 426");
-        handshake::plain_http_reply(&request)
-    };
-    write_reply(stream, &reply).await;
-    Some(reply.status)
-}
-
-async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
-    let _ = stream.write_all(&reply.to_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
 /// What a connection's frames are for.
 enum Mode<'a> {
     /// The application's hooks (or nothing, when none wants them).
@@ -336,6 +261,12 @@ async fn read_loop(
     };
     let mut peer_close: Option<(u16, String)> = None;
     let mut deadline: Option<Instant> = None;
+    let mut limiter = hub
+        .config
+        .rate_limit
+        .as_ref()
+        .map(|r| (r, Limiter::new(r, std::time::Instant::now())));
+    let mut over_logged = false;
     loop {
         // Two shapes, so the per-frame path builds no timer and reads no clock.
         let next = match deadline {
@@ -370,10 +301,20 @@ async fn read_loop(
             }
         };
         handle.mark_alive();
-        match &incoming {
-            Incoming::Text(text) => handle.traffic.received(text.len()),
-            Incoming::Binary(data) => handle.traffic.received(data.len()),
-            _ => {}
+        let len = match &incoming {
+            Incoming::Text(text) => Some(text.len()),
+            Incoming::Binary(data) => Some(data.len()),
+            _ => None,
+        };
+        if let Some(len) = len {
+            handle.traffic.received(len);
+            if let Some((limit, bucket)) = &mut limiter {
+                if !bucket.admit(len, std::time::Instant::now()) {
+                    hub.metrics.rate_limited();
+                    ratelimit::over(handle, limit, &mut over_logged);
+                    continue;
+                }
+            }
         }
         let event = match (&mut *mode, incoming) {
             (_, Incoming::Control) => continue,

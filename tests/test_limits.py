@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 import roomcast
@@ -107,3 +107,64 @@ def test_max_connections_per_ip_counts_each_address(start):
     assert "connections open from 127.0.0.1 (max_connections_per_ip)" in over
     # Another address on the loopback has its own allowance.
     assert handshake(server.port, source="127.0.0.2").startswith("HTTP/1.1 101")
+
+
+def echo_app(**settings) -> roomcast.Server:
+    app = roomcast.Server(**settings)
+
+    @app.on_message
+    def echo(conn, message):
+        if conn.is_open:
+            conn.send(message)
+
+    return app
+
+
+def test_a_client_over_its_message_rate_is_closed_with_1008(start, caplog):
+    server = start(echo_app(rate_limit_messages=10))
+    with connect(server.url) as ws:
+        for i in range(100):
+            ws.send(str(i))
+        echoed = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                echoed.append(ws.recv(timeout=5))
+    # The burst (2 s at 10/s) went through, then the connection was closed.
+    assert 20 <= len(echoed) <= 25  # the burst, and what refilled while the client sent
+    assert closed.value.rcvd.code == 1008
+    assert "rate limit exceeded" in closed.value.rcvd.reason
+    wait_for(
+        lambda: any(
+            "over its rate limit (10 messages/s, burst 2.0 s); closing with 1008" in x
+            for x in log_lines(caplog)
+        ),
+        what="the log line",
+    )
+    assert server.stats()["rate_limited"] >= 1
+
+
+def test_the_drop_policy_keeps_the_client_and_counts_what_it_dropped(start, caplog):
+    server = start(echo_app(rate_limit_messages=10, rate_limit_policy="drop"))
+    with connect(server.url) as ws:
+        for i in range(100):
+            ws.send(str(i))
+        echoed = []
+        try:
+            while True:
+                echoed.append(ws.recv(timeout=1))
+        except TimeoutError:
+            pass
+        assert echoed == [str(i) for i in range(len(echoed))]  # the first ones, in order
+        assert 20 <= len(echoed) <= 25  # the burst, and what refilled while the client sent
+        assert server.stats()["rate_limited"] == 100 - len(echoed)
+        # The rate refills: a message a little later goes through.
+        ws.send("later")
+        assert ws.recv(timeout=5) == "later"
+    wait_for(lambda: any("dropping what it sends too fast" in x for x in log_lines(caplog)))
+
+
+def test_bad_rate_settings_are_refused():
+    with pytest.raises(ValueError, match="rate_limit_messages"):
+        roomcast.Server(rate_limit_messages=0).start(port=0)
+    with pytest.raises(ValueError, match="rate_limit_policy"):
+        roomcast.Server(rate_limit_messages=1, rate_limit_policy="block").start(port=0)

@@ -107,6 +107,12 @@ _ROOMS = [
         "Connections closed with 1013 because their queue was full (overflow='close').",
     ),
     (
+        "rate_limited",
+        "roomcast_rate_limited",
+        "counter",
+        "Messages from clients over their rate limit (closed with 1008, or dropped).",
+    ),
+    (
         "heartbeat_timeouts",
         "roomcast_heartbeat_timeouts",
         "counter",

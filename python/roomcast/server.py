@@ -73,6 +73,10 @@ class Server:
       handshake without an Origin header (not a browser) passes.
     - ``max_connections`` / ``max_connections_per_ip`` (None = no limit): sockets served at
       once, in total and per client address; past either, HTTP 503 with ``Retry-After: 5``.
+    - ``rate_limit_messages`` / ``rate_limit_bytes`` (None = no limit): what one connection
+      may send per second, with ``rate_limit_burst`` (2 s) of traffic at that rate allowed at
+      once; over it, ``rate_limit_policy`` ``"close"`` closes with 1008, ``"drop"`` drops the
+      message (counted in ``stats()["rate_limited"]`` either way).
     - ``broker`` (None = rooms are local to this process): ``"redis://host:port/db"`` shares
       rooms with every other node on that Redis: broadcasts reach members on every node
       exactly once and in order, ``len(room)`` counts members on every live node
@@ -107,6 +111,10 @@ class Server:
         allowed_origins: Optional[Sequence[str]] = None,
         max_connections: Optional[int] = None,
         max_connections_per_ip: Optional[int] = None,
+        rate_limit_messages: Optional[float] = None,
+        rate_limit_bytes: Optional[float] = None,
+        rate_limit_burst: float = 2.0,
+        rate_limit_policy: str = "close",
         broker: Optional[str] = None,
         broker_namespace: str = "roomcast",
         broker_buffer: int = 65536,
@@ -137,6 +145,10 @@ class Server:
             "allowed_origins": None if allowed_origins is None else list(allowed_origins),
             "max_connections": max_connections,
             "max_connections_per_ip": max_connections_per_ip,
+            "rate_limit_messages": rate_limit_messages,
+            "rate_limit_bytes": rate_limit_bytes,
+            "rate_limit_burst": rate_limit_burst,
+            "rate_limit_policy": rate_limit_policy,
             "broker": _broker(broker, broker_namespace, broker_buffer, broker_lease),
         }
         self.shutdown_timeout = shutdown_timeout

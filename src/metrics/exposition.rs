@@ -132,6 +132,12 @@ pub fn render(s: &Snapshot) -> String {
         s.slow_consumer_closes,
     );
     o.single(
+        "roomcast_rate_limited_total",
+        c,
+        "Messages from clients over their rate limit (closed with 1008, or dropped).",
+        s.rate_limited,
+    );
+    o.single(
         "roomcast_heartbeat_timeouts_total",
         c,
         "Connections closed with 1011 by the heartbeat: nothing received for an interval.",

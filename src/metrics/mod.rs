@@ -133,6 +133,7 @@ pub struct Metrics {
     broadcasts: AtomicU64,
     deliveries: AtomicU64,
     slow_consumer_closes: AtomicU64,
+    rate_limited: AtomicU64,
     heartbeat_timeouts: AtomicU64,
     protocol_errors: [AtomicU64; CLOSE_CODES],
     /// Plain HTTP answers by status class, 1xx to 5xx.
@@ -161,6 +162,7 @@ impl Metrics {
             broadcasts: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             slow_consumer_closes: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
             heartbeat_timeouts: AtomicU64::new(0),
             protocol_errors: zeros(),
             http_responses: zeros(),
@@ -199,6 +201,10 @@ impl Metrics {
     }
 
     /// A connection was closed with 1013 by the `close` overflow policy.
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Relaxed);
+    }
+
     pub fn slow_consumer_closed(&self) {
         self.slow_consumer_closes.fetch_add(1, Relaxed);
     }
@@ -264,6 +270,7 @@ impl Metrics {
             broadcasts: self.broadcasts.load(Relaxed),
             deliveries: self.deliveries.load(Relaxed),
             slow_consumer_closes: self.slow_consumer_closes.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
             heartbeat_timeouts: self.heartbeat_timeouts.load(Relaxed),
             protocol_errors,
             http_responses: std::array::from_fn(|i| self.http_responses[i].load(Relaxed)),
@@ -290,6 +297,9 @@ pub struct Snapshot {
     pub broadcasts: u64,
     pub deliveries: u64,
     pub slow_consumer_closes: u64,
+    /// Messages from clients over their rate limit (the connection closed, or the message
+    /// dropped).
+    pub rate_limited: u64,
     pub heartbeat_timeouts: u64,
     /// `(close code, count)`: `PROTOCOL_ERROR_CODES` always, other codes when non-zero.
     pub protocol_errors: Vec<(u16, u64)>,

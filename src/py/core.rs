@@ -16,6 +16,7 @@ use crate::dispatch;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::{Outgoing, Text};
 use crate::hub::Hub;
+use crate::ratelimit::RateLimit;
 use crate::server::Server;
 use crate::ConnId;
 
@@ -84,6 +85,12 @@ fn secs(value: Option<f64>, name: &str) -> PyResult<Option<Duration>> {
 /// Builds a `Config` from the keyword settings; unknown names are an error, not ignored.
 fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
     let mut c = Config::default();
+    let mut rate = RateLimit {
+        messages_per_s: None,
+        bytes_per_s: None,
+        burst: Duration::from_secs(2),
+        policy: OverflowPolicy::Close,
+    };
     for (key, value) in settings.iter() {
         let key: String = key.extract()?;
         match key.as_str() {
@@ -129,6 +136,17 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
             "http_timeout" => c.http_timeout = secs(value.extract()?, &key)?.unwrap_or_default(),
             "metrics_path" => c.metrics_path = value.extract()?,
             "reuse_port" => c.reuse_port = value.extract()?,
+            "rate_limit_messages" => rate.messages_per_s = value.extract()?,
+            "rate_limit_bytes" => rate.bytes_per_s = value.extract()?,
+            "rate_limit_burst" => rate.burst = secs(value.extract()?, &key)?.unwrap_or_default(),
+            "rate_limit_policy" => {
+                let name: String = value.extract()?;
+                rate.policy = OverflowPolicy::parse(&name).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "rate_limit_policy must be 'close' or 'drop' (got {name:?})"
+                    ))
+                })?
+            }
             "allowed_origins" => c.allowed_origins = value.extract()?,
             "max_connections" => c.max_connections = value.extract()?,
             "max_connections_per_ip" => c.max_connections_per_ip = value.extract()?,
@@ -153,6 +171,9 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
             }
             _ => return Err(PyTypeError::new_err(format!("unknown setting {key:?}"))),
         }
+    }
+    if rate.messages_per_s.is_some() || rate.bytes_per_s.is_some() {
+        c.rate_limit = Some(rate);
     }
     Ok(c)
 }
@@ -189,6 +210,10 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("pages", Vec::<(String, String, String)>::new())?;
     d.set_item("metrics_path", c.metrics_path)?;
     d.set_item("reuse_port", c.reuse_port)?;
+    d.set_item("rate_limit_messages", py.None())?;
+    d.set_item("rate_limit_bytes", py.None())?;
+    d.set_item("rate_limit_burst", 2.0)?;
+    d.set_item("rate_limit_policy", "close")?;
     d.set_item("allowed_origins", c.allowed_origins)?;
     d.set_item("max_connections", c.max_connections)?;
     d.set_item("max_connections_per_ip", c.max_connections_per_ip)?;
