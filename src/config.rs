@@ -100,6 +100,8 @@ pub struct Config {
     /// `Retry-After`. `None`: no limit.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (`proxies.rs`).
+    pub trusted_proxies: Vec<String>,
     /// What one client may send (`ratelimit.rs`); `None`: no limit.
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
     /// Bind with SO_REUSEPORT, so several processes (`--workers N`) share one port and the
@@ -138,6 +140,7 @@ impl Default for Config {
             allowed_origins: None,
             max_connections: None,
             max_connections_per_ip: None,
+            trusted_proxies: Vec::new(),
             rate_limit: None,
             reuse_port: false,
             broker: None,
@@ -151,6 +154,7 @@ impl Config {
         if let Some(broker) = &self.broker {
             broker.validate()?;
         }
+        crate::proxies::TrustedProxies::parse(&self.trusted_proxies)?;
         if let Some(origins) = &self.allowed_origins {
             crate::origin::OriginPolicy::parse(origins)?;
         }

@@ -22,6 +22,7 @@ use crate::http::HttpExchange;
 use crate::limits::ConnLimits;
 use crate::metrics::{self, Metrics, TrafficTotals};
 use crate::origin::OriginPolicy;
+use crate::proxies::TrustedProxies;
 use crate::rooms::{Rooms, Snapshot};
 use crate::ConnId;
 
@@ -42,6 +43,8 @@ pub struct Hub {
     pub origins: Option<OriginPolicy>,
     /// Sockets served at once, in total and per address.
     pub limits: Arc<ConnLimits>,
+    /// Whose forwarding headers name the client.
+    pub proxies: TrustedProxies,
     // The maps below use std locks, not tokio's: they are taken from tokio tasks and Python
     // threads alike, never across an .await, and each critical section only moves pointers.
     // Senders are collected under a lock and used after it is released.
@@ -102,10 +105,12 @@ impl Hub {
             config.max_connections,
             config.max_connections_per_ip,
         ));
+        let proxies = TrustedProxies::parse(&config.trusted_proxies).expect("validated proxies");
         Self {
             broker,
             origins,
             limits,
+            proxies,
             config,
             events: Dispatcher::with_deferred_wakeups(limit, true),
             chat,

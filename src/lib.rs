@@ -17,6 +17,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod proxies;
 pub mod ratelimit;
 pub mod request;
 pub mod rooms;

@@ -3,7 +3,7 @@
 //! running out of file descriptors or memory for one greedy client.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,21 +22,41 @@ pub struct ConnLimits {
 /// A served socket's place under the limits, given back when it is dropped.
 pub struct Slot {
     limits: Arc<ConnLimits>,
-    ip: IpAddr,
+    /// The client address it counts for, once known (behind a proxy: after the request head).
+    ip: Option<IpAddr>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.limits.total.fetch_sub(1, Ordering::Relaxed);
-        if self.limits.max_per_ip.is_some() {
+        if let Some(ip) = self.ip {
             let mut per_ip = self.limits.per_ip.lock().unwrap();
-            if let Some(n) = per_ip.get_mut(&self.ip) {
+            if let Some(n) = per_ip.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {
-                    per_ip.remove(&self.ip);
+                    per_ip.remove(&ip);
                 }
             }
         }
+    }
+}
+
+impl Slot {
+    /// Counts the socket for client address `ip`, or says it is over that address's limit.
+    pub fn claim(&mut self, ip: IpAddr) -> Result<(), String> {
+        let Some(max) = self.limits.max_per_ip else {
+            return Ok(());
+        };
+        let mut per_ip = self.limits.per_ip.lock().unwrap();
+        let n = per_ip.entry(ip).or_default();
+        *n += 1;
+        self.ip = Some(ip);
+        if *n > max {
+            return Err(format!(
+                "{max} connections open from {ip} (max_connections_per_ip)"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -49,34 +69,24 @@ impl ConnLimits {
         }
     }
 
-    /// Takes a slot for a socket from `ip`, or says which limit it is over.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, String> {
+    /// Takes a slot for a new socket and says whether the server is over `max_connections`.
+    /// The slot counts either way until it is dropped; `Slot::claim` then counts it for its
+    /// client's address.
+    pub fn admit(self: &Arc<Self>) -> (Slot, Result<(), String>) {
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = Slot {
             limits: self.clone(),
-            ip,
+            ip: None,
         };
-        if self.max_per_ip.is_some() {
-            *self.per_ip.lock().unwrap().entry(ip).or_default() += 1;
-        }
-        if let Some(max) = self.max_total {
-            if total > max {
-                return Err(format!("{max} connections open (max_connections)"));
-            }
-        }
-        if let Some(max) = self.max_per_ip {
-            let n = self.per_ip.lock().unwrap().get(&ip).copied().unwrap_or(0);
-            if n > max {
-                return Err(format!(
-                    "{max} connections open from {ip} (max_connections_per_ip)"
-                ));
-            }
-        }
-        Ok(slot)
+        let verdict = match self.max_total {
+            Some(max) if total > max => Err(format!("{max} connections open (max_connections)")),
+            _ => Ok(()),
+        };
+        (slot, verdict)
     }
 
     /// Logs a refusal, at most once a second, with how many went unlogged since.
-    pub fn log_refusal(&self, peer: &std::net::SocketAddr, why: &str) {
+    pub fn log_refusal(&self, client: &SocketAddr, why: &str) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -84,13 +94,11 @@ impl ConnLimits {
             self.unlogged.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let more = self.unlogged.swap(0, Ordering::Relaxed);
-        let more = if more > 0 {
-            format!(" ({more} more refused in the last second)")
-        } else {
-            String::new()
+        let more = match self.unlogged.swap(0, Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!(" ({n} more refused in the last second)"),
         };
-        log::warn!("{peer}: refused with 503: {why}{more}");
+        log::warn!("{client}: refused with 503: {why}{more}");
     }
 }
 
@@ -103,13 +111,23 @@ mod tests {
         let limits = Arc::new(ConnLimits::new(Some(2), Some(1)));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
-        let refused = |r: Result<Slot, String>| r.err().expect("refused");
-        let first = limits.admit(a).ok().unwrap();
-        assert!(refused(limits.admit(a)).contains("max_connections_per_ip"));
-        let second = limits.admit(b).ok().unwrap();
-        assert!(refused(limits.admit(b)).contains("(max_connections)"));
-        drop(first);
-        let again = limits.admit(a).ok().unwrap();
+        let take = |ip: IpAddr| {
+            let (mut slot, total) = limits.admit();
+            let result = total.and_then(|()| slot.claim(ip));
+            (slot, result)
+        };
+        let (first, ok) = take(a);
+        assert!(ok.is_ok());
+        let (refused, over) = take(a);
+        assert!(over.unwrap_err().contains("max_connections_per_ip"));
+        drop(refused);
+        let (second, ok) = take(b);
+        assert!(ok.is_ok());
+        let (refused, over) = take(b);
+        assert!(over.unwrap_err().contains("(max_connections)"));
+        drop((refused, first));
+        let (again, ok) = take(a);
+        assert!(ok.is_ok());
         drop((second, again));
         assert_eq!(limits.total.load(Ordering::Relaxed), 0);
         assert!(limits.per_ip.lock().unwrap().is_empty());
@@ -119,7 +137,11 @@ mod tests {
     fn no_limits_admit_everyone() {
         let limits = Arc::new(ConnLimits::default());
         let slots: Vec<_> = (0..100)
-            .map(|_| limits.admit("::1".parse().unwrap()).ok().unwrap())
+            .map(|_| {
+                let (mut slot, total) = limits.admit();
+                assert!(total.is_ok() && slot.claim("::1".parse().unwrap()).is_ok());
+                slot
+            })
             .collect();
         assert_eq!(slots.len(), 100);
     }

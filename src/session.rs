@@ -64,8 +64,8 @@ pub async fn serve(
     shutdown: watch::Receiver<Option<Duration>>,
 ) {
     let cfg = &hub.config;
-    // Held for the whole connection; refused below, once its request is read.
-    let admitted = hub.limits.admit(peer.ip());
+    // Held for the whole connection; a refusal is answered once the request is read.
+    let (mut slot, admitted) = hub.limits.admit();
     let (request, leftover) = match read_head(
         &mut stream,
         cfg.max_header_bytes,
@@ -86,16 +86,15 @@ pub async fn serve(
             return write_reply(&mut stream, &reply).await;
         }
     };
-    let _slot = match admitted {
-        Ok(slot) => slot,
-        Err(why) => {
-            hub.limits.log_refusal(&peer, &why);
-            hub.metrics.refused(Refusal::Limit, 503);
-            let reply = Reply::new(503, format!("too many connections: {why}; retry later\n"))
-                .header("Retry-After", "5");
-            return write_reply(&mut stream, &reply).await;
-        }
-    };
+    // Behind a trusted proxy, the client is who the proxy says it is.
+    let peer = hub.proxies.client(peer, &request);
+    if let Err(why) = admitted.and_then(|()| slot.claim(peer.ip())) {
+        hub.limits.log_refusal(&peer, &why);
+        hub.metrics.refused(Refusal::Limit, 503);
+        let reply = Reply::new(503, format!("too many connections: {why}; retry later\n"))
+            .header("Retry-After", "5");
+        return write_reply(&mut stream, &reply).await;
+    }
     if !request.wants_websocket() {
         if let Some(status) = plain_http(&hub, &mut stream, request, leftover, peer).await {
             hub.metrics.http_response(status);

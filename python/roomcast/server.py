@@ -73,6 +73,10 @@ class Server:
       handshake without an Origin header (not a browser) passes.
     - ``max_connections`` / ``max_connections_per_ip`` (None = no limit): sockets served at
       once, in total and per client address; past either, HTTP 503 with ``Retry-After: 5``.
+    - ``trusted_proxies`` (none): addresses or networks (``"10.0.0.0/8"``) of reverse proxies
+      whose ``Forwarded`` / ``X-Forwarded-For`` headers name the client: then
+      ``conn.remote_addr`` (port 0) and the per-address limit are the client's, not the
+      proxy's. From anyone else those headers are ignored.
     - ``rate_limit_messages`` / ``rate_limit_bytes`` (None = no limit): what one connection
       may send per second, with ``rate_limit_burst`` (2 s) of traffic at that rate allowed at
       once; over it, ``rate_limit_policy`` ``"close"`` closes with 1008, ``"drop"`` drops the
@@ -111,6 +115,7 @@ class Server:
         allowed_origins: Optional[Sequence[str]] = None,
         max_connections: Optional[int] = None,
         max_connections_per_ip: Optional[int] = None,
+        trusted_proxies: Sequence[str] = (),
         rate_limit_messages: Optional[float] = None,
         rate_limit_bytes: Optional[float] = None,
         rate_limit_burst: float = 2.0,
@@ -145,6 +150,7 @@ class Server:
             "allowed_origins": None if allowed_origins is None else list(allowed_origins),
             "max_connections": max_connections,
             "max_connections_per_ip": max_connections_per_ip,
+            "trusted_proxies": list(trusted_proxies),
             "rate_limit_messages": rate_limit_messages,
             "rate_limit_bytes": rate_limit_bytes,
             "rate_limit_burst": rate_limit_burst,
