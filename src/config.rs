@@ -100,6 +100,8 @@ pub struct Config {
     /// `Retry-After`. `None`: no limit.
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    /// WebSocket handshakes per second one address may make (a 2 s burst); then HTTP 429.
+    pub handshake_rate_per_ip: Option<f64>,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (`proxies.rs`).
     pub trusted_proxies: Vec<String>,
     /// What one client may send (`ratelimit.rs`); `None`: no limit.
@@ -141,6 +143,7 @@ impl Default for Config {
             max_connections: None,
             max_connections_per_ip: None,
             trusted_proxies: Vec::new(),
+            handshake_rate_per_ip: None,
             rate_limit: None,
             reuse_port: false,
             broker: None,
@@ -166,6 +169,14 @@ impl Config {
             if r.burst.is_zero() {
                 return Err("rate_limit_burst must be a positive number of seconds".into());
             }
+        }
+        if self
+            .handshake_rate_per_ip
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return Err(
+                "handshake_rate_per_ip must be a positive number per second, or None".into(),
+            );
         }
         if self.max_connections == Some(0) || self.max_connections_per_ip == Some(0) {
             return Err("max_connections and max_connections_per_ip must be at least 1, or None for no limit".into());

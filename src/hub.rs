@@ -104,6 +104,7 @@ impl Hub {
         let limits = Arc::new(ConnLimits::new(
             config.max_connections,
             config.max_connections_per_ip,
+            config.handshake_rate_per_ip,
         ));
         let proxies = TrustedProxies::parse(&config.trusted_proxies).expect("validated proxies");
         Self {

@@ -89,7 +89,7 @@ pub async fn serve(
     // Behind a trusted proxy, the client is who the proxy says it is.
     let peer = hub.proxies.client(peer, &request);
     if let Err(why) = admitted.and_then(|()| slot.claim(peer.ip())) {
-        hub.limits.log_refusal(&peer, &why);
+        hub.limits.log_refusal(&peer, 503, &why);
         hub.metrics.refused(Refusal::Limit, 503);
         let reply = Reply::new(503, format!("too many connections: {why}; retry later\n"))
             .header("Retry-After", "5");
@@ -100,6 +100,13 @@ pub async fn serve(
             hub.metrics.http_response(status);
         }
         return;
+    }
+    if let Err(why) = hub.limits.handshake(peer.ip(), std::time::Instant::now()) {
+        hub.limits.log_refusal(&peer, 429, &why);
+        hub.metrics.refused(Refusal::Limit, 429);
+        let reply = Reply::new(429, format!("too many WebSocket handshakes: {why}\n"))
+            .header("Retry-After", "1");
+        return write_reply(&mut stream, &reply).await;
     }
     if !cfg.serves_path(&request.path) {
         log::info!("{peer}: no WebSocket endpoint at {}; 404", request.path);

@@ -211,3 +211,18 @@ def test_forwarding_headers_from_anyone_else_are_ignored(start):
 def test_a_bad_trusted_proxy_is_refused_at_start():
     with pytest.raises(ValueError, match="trusted_proxies"):
         roomcast.Server(trusted_proxies=["proxy.internal"]).start(port=0)
+
+
+def test_handshakes_per_address_are_rate_limited_with_429(start, caplog):
+    server = start(roomcast.Server(handshake_rate_per_ip=2))
+    # The burst: two seconds at 2/s.
+    results = [handshake(server.port) for _ in range(6)]
+    assert sum(r.startswith("HTTP/1.1 101") for r in results) in (4, 5)  # + what refilled
+    refused = [r for r in results if not r.startswith("HTTP/1.1 101")]
+    assert refused and all(r.startswith("HTTP/1.1 429") for r in refused)
+    assert "Retry-After: 1" in refused[0]
+    assert "(handshake_rate_per_ip)" in refused[0]
+    wait_for(lambda: any("refused with 429" in x for x in log_lines(caplog)), what="the log line")
+    # Another address is not slowed by this one.
+    assert handshake(server.port, source="127.0.0.2").startswith("HTTP/1.1 101")
+    assert server.stats()["connections_refused"]["limit"][429] == len(refused)

@@ -73,6 +73,8 @@ class Server:
       handshake without an Origin header (not a browser) passes.
     - ``max_connections`` / ``max_connections_per_ip`` (None = no limit): sockets served at
       once, in total and per client address; past either, HTTP 503 with ``Retry-After: 5``.
+    - ``handshake_rate_per_ip`` (None = no limit): WebSocket handshakes per second one
+      address may make, with a 2 s burst; past it, HTTP 429 with ``Retry-After: 1``.
     - ``trusted_proxies`` (none): addresses or networks (``"10.0.0.0/8"``) of reverse proxies
       whose ``Forwarded`` / ``X-Forwarded-For`` headers name the client: then
       ``conn.remote_addr`` (port 0) and the per-address limit are the client's, not the
@@ -116,6 +118,7 @@ class Server:
         max_connections: Optional[int] = None,
         max_connections_per_ip: Optional[int] = None,
         trusted_proxies: Sequence[str] = (),
+        handshake_rate_per_ip: Optional[float] = None,
         rate_limit_messages: Optional[float] = None,
         rate_limit_bytes: Optional[float] = None,
         rate_limit_burst: float = 2.0,
@@ -151,6 +154,7 @@ class Server:
             "max_connections": max_connections,
             "max_connections_per_ip": max_connections_per_ip,
             "trusted_proxies": list(trusted_proxies),
+            "handshake_rate_per_ip": handshake_rate_per_ip,
             "rate_limit_messages": rate_limit_messages,
             "rate_limit_bytes": rate_limit_bytes,
             "rate_limit_burst": rate_limit_burst,

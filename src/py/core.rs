@@ -151,6 +151,7 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
             "max_connections" => c.max_connections = value.extract()?,
             "max_connections_per_ip" => c.max_connections_per_ip = value.extract()?,
             "trusted_proxies" => c.trusted_proxies = value.extract()?,
+            "handshake_rate_per_ip" => c.handshake_rate_per_ip = value.extract()?,
             "broker" => {
                 let broker: Option<Bound<'_, PyDict>> = value.extract()?;
                 c.broker = broker.as_ref().map(super::broker::config).transpose()?;
@@ -219,6 +220,7 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("max_connections", c.max_connections)?;
     d.set_item("max_connections_per_ip", c.max_connections_per_ip)?;
     d.set_item("trusted_proxies", Vec::<String>::new())?;
+    d.set_item("handshake_rate_per_ip", c.handshake_rate_per_ip)?;
     d.set_item("broker", py.None())?;
     Ok(d)
 }
