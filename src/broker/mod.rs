@@ -182,13 +182,13 @@ impl Broker {
     }
 
     fn publish(&self, body: &Body) {
-        let dropped_before = {
+        let first_drop = {
             let mut outbox = self.outbox.lock().unwrap();
             let before = outbox.dropped;
             outbox.push(body);
-            before
+            before == 0 && outbox.dropped > 0
         };
-        if dropped_before == 0 && self.outbox.lock().unwrap().dropped > 0 {
+        if first_drop {
             log::error!(
                 "broker: Redis is away and {} messages wait for it: the oldest are being dropped (raise broker_buffer to keep more)",
                 self.config.buffer

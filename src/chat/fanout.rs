@@ -14,14 +14,16 @@ use crate::hub::Hub;
 use crate::ConnId;
 
 impl Chat {
-    /// Sends `text` to the room on every node; `kept_for` users get it on entering instead;
-    /// `unseat` names a user who left the room on purpose.
+    /// Sends `text` to the room on every node; `kept_for` users get it on entering instead
+    /// (`people`, the room's people here, locked by the caller, says which connections are
+    /// theirs); `unseat` names a user who left the room on purpose.
     pub(crate) fn broadcast(
         &self,
         hub: &Hub,
         room: &ChatRoom,
         text: Text,
         kept_for: &[Arc<str>],
+        people: Option<&People>,
         unseat: Option<&str>,
     ) -> usize {
         if let Some(broker) = &hub.broker {
@@ -35,8 +37,14 @@ impl Chat {
                 unseat: unseat.map(str::to_owned),
             });
         }
-        let exclude =
-            self.connections_of(hub, &room.name, |uid| kept_for.iter().any(|k| **k == *uid));
+        let exclude = match people {
+            Some(people) => kept_for
+                .iter()
+                .filter_map(|uid| people.online.get(uid))
+                .flat_map(|user| user.conns.iter().copied())
+                .collect(),
+            None => Vec::new(),
+        };
         hub.broadcast_local(&room.name, Outgoing::Text(text), &exclude)
     }
 
@@ -90,9 +98,14 @@ impl Chat {
                 room.state.lock().await.remove(&uid);
             });
         }
-        let exclude = self.connections_of(hub, &room.name, |uid| {
-            body.kept_for.iter().any(|k| k == uid)
-        });
+        // Most frames were kept for nobody: no member needs looking at.
+        let exclude = if body.kept_for.is_empty() {
+            Vec::new()
+        } else {
+            self.connections_of(hub, &room.name, |uid| {
+                body.kept_for.iter().any(|k| k == uid)
+            })
+        };
         hub.broadcast_local(&room.name, Outgoing::Text(body.frame), &exclude);
     }
 
@@ -134,7 +147,7 @@ impl Chat {
         self.num_cell(&gone.room).set(gone.num);
         match self.room(&gone.room) {
             Some(room) => {
-                self.broadcast(hub, &room, out, &[], None);
+                self.broadcast(hub, &room, out, &[], None, None);
             }
             None => {
                 if let Some(broker) = &hub.broker {

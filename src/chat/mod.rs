@@ -350,7 +350,7 @@ impl Chat {
         // Cannot fail for an open connection; a closed one is cleaned up by `close`.
         let _ = hub.join(id, &room.name);
         let text = frame::stamp(obj, &name, room.num());
-        self.broadcast(hub, &room, text, &[], None);
+        self.broadcast(hub, &room, text, &[], None, None);
         if first {
             // What other nodes sent meanwhile is new traffic: it follows the enter, as on one
             // node, where nothing can come between the kept messages and the enter.
@@ -377,7 +377,7 @@ impl Chat {
             room.set_num(departure.num);
             if departure.gone {
                 let out = frame::out(&name, room.num());
-                self.broadcast(hub, &room, out, &[], None);
+                self.broadcast(hub, &room, out, &[], None, None);
             }
         }
         self.drop_if_empty(&room, &people);
@@ -399,7 +399,7 @@ impl Chat {
         let departure = self.roster.leave(&room.name, &uid).await;
         room.set_num(departure.num);
         let out = frame::out(&name, room.num());
-        self.broadcast(hub, &room, out, &[], Some(&uid));
+        self.broadcast(hub, &room, out, &[], None, Some(&uid));
         self.drop_if_empty(&room, &people);
     }
 
@@ -443,7 +443,7 @@ impl Chat {
         } else {
             Vec::new()
         };
-        let n = self.broadcast(hub, room, text, &kept_for, None);
+        let n = self.broadcast(hub, room, text, &kept_for, Some(&people), None);
         self.drop_if_empty(room, &people);
         n
     }
