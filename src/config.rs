@@ -111,6 +111,8 @@ pub struct Config {
     pub reuse_port: bool,
     /// Rooms shared with other nodes through Redis (`broker/`); `None` keeps them local.
     pub broker: Option<BrokerConfig>,
+    /// Serve TLS (wss://, https://) with this certificate and key; `None` serves plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -147,6 +149,7 @@ impl Default for Config {
             rate_limit: None,
             reuse_port: false,
             broker: None,
+            tls: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::Config;
+use crate::tls::Stream;
 
 /// UTF-8 text that clones by reference count: a broadcast shares one buffer among all members.
 pub type Text = tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -99,18 +100,21 @@ pub fn truncate(reason: &str) -> String {
     reason[..end].to_owned()
 }
 
-type Ws = WebSocketStream<TcpStream>;
+/// Any byte stream frames can run on; the server's is [`Stream`] (TCP or TLS), tests and
+/// fuzzers use in-memory ones.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for S {}
 
-pub struct FrameReader(SplitStream<Ws>);
-pub struct FrameWriter(SplitSink<Ws, Message>);
+pub struct FrameReader<S: Io = Stream>(SplitStream<WebSocketStream<S>>);
+pub struct FrameWriter<S: Io = Stream>(SplitSink<WebSocketStream<S>, Message>);
 
 /// Starts the WebSocket protocol on a socket whose handshake is done. `leftover` holds bytes the
 /// client sent right after its request head; they are frames and are read first.
-pub async fn open(
-    stream: TcpStream,
+pub async fn open<S: Io>(
+    stream: S,
     leftover: Vec<u8>,
     cfg: &Config,
-) -> (FrameReader, FrameWriter) {
+) -> (FrameReader<S>, FrameWriter<S>) {
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config(cfg)))
             .await;
@@ -118,7 +122,7 @@ pub async fn open(
     (FrameReader(stream), FrameWriter(sink))
 }
 
-impl FrameReader {
+impl<S: Io> FrameReader<S> {
     /// `None` when the stream has ended (after a Close exchange).
     pub async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
         let msg = match self.0.next().await? {
@@ -136,7 +140,7 @@ impl FrameReader {
     }
 }
 
-impl FrameWriter {
+impl<S: Io> FrameWriter<S> {
     /// Queues a frame in the write buffer; `flush` sends what is buffered.
     pub async fn feed(&mut self, out: Outgoing) -> Result<(), WsError> {
         let msg = match out {

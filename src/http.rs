@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::tls::Stream;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::handshake::{reason_phrase, Reply, Request};
@@ -27,6 +27,8 @@ pub struct HttpRequest {
     pub body: Bytes,
     pub remote_addr: SocketAddr,
     pub local_addr: Option<SocketAddr>,
+    /// "https" when the request came over TLS, else "http" (WSGI's `wsgi.url_scheme`).
+    pub scheme: &'static str,
 }
 
 /// The application's answer.
@@ -134,7 +136,7 @@ pub struct Limits {
 pub async fn serve(
     exchange: &HttpExchange,
     limits: &Limits,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     request: Request,
     leftover: Vec<u8>,
     peer: SocketAddr,
@@ -165,6 +167,7 @@ pub async fn serve(
         body,
         remote_addr: peer,
         local_addr: stream.local_addr().ok(),
+        scheme: if stream.is_tls() { "https" } else { "http" },
     };
     let Some((id, answer)) = exchange.submit(handed) else {
         log::warn!(
@@ -198,7 +201,7 @@ pub async fn serve(
     Some(response.status)
 }
 
-async fn write_all(stream: &mut TcpStream, bytes: &[u8]) {
+async fn write_all(stream: &mut Stream, bytes: &[u8]) {
     let _ = stream.write_all(bytes).await;
     let _ = stream.shutdown().await;
 }
@@ -235,7 +238,7 @@ fn response_bytes(response: &HttpResponse, head_only: bool) -> Vec<u8> {
 
 /// The request body, as framed by Content-Length. `Err(None)`: the client left.
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     request: &Request,
     mut body: Vec<u8>,
     limits: &Limits,
@@ -304,6 +307,7 @@ mod tests {
             body: Bytes::new(),
             remote_addr: "127.0.0.1:1".parse().unwrap(),
             local_addr: None,
+            scheme: "http",
         }
     }
 

@@ -3,7 +3,7 @@
 //! shared by all members. This is the one place a cross-process backplane will sit behind.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use std::time::Duration;
@@ -24,6 +24,7 @@ use crate::metrics::{self, Metrics, TrafficTotals};
 use crate::origin::OriginPolicy;
 use crate::proxies::TrustedProxies;
 use crate::rooms::{Rooms, Snapshot};
+use crate::tls::Tls;
 use crate::ConnId;
 
 pub struct Hub {
@@ -41,6 +42,10 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     /// The Origin allow-list, when the config has one.
     pub origins: Option<OriginPolicy>,
+    /// The TLS identity, when the server serves TLS (loaded by `Server::start`).
+    pub tls: Option<Tls>,
+    /// Set once a handshake with cookies met no Origin allow-list (and that was logged).
+    pub cookies_warned: AtomicBool,
     /// Sockets served at once, in total and per address.
     pub limits: Arc<ConnLimits>,
     /// Whose forwarding headers name the client.
@@ -108,6 +113,8 @@ impl Hub {
         ));
         let proxies = TrustedProxies::parse(&config.trusted_proxies).expect("validated proxies");
         Self {
+            tls: None,
+            cookies_warned: AtomicBool::new(false),
             broker,
             origins,
             limits,

@@ -24,6 +24,7 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod signal;
+pub mod tls;
 
 #[cfg(feature = "python")]
 mod py;

@@ -4,6 +4,21 @@
 //! WebSocket hijacking). Clients that are not browsers send no Origin (or any they like): the
 //! check is for browsers, and a request without the header passes.
 
+/// Logs, once per server, that a browser handshake carried cookies while any Origin is allowed:
+/// the case the allow-list exists for, worth one line rather than one per connection.
+pub fn warn_cookies_without_policy(
+    warned: &std::sync::atomic::AtomicBool,
+    peer: &std::net::SocketAddr,
+) {
+    if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::warn!(
+            "{peer}: a WebSocket handshake carried cookies and allowed_origins is None: any web \
+             page can open a socket with its visitors' cookies (cross-site WebSocket hijacking); \
+             set allowed_origins to the pages that may connect (logged once)"
+        )
+    }
+}
+
 /// One allowed origin. `scheme: None` allows any scheme; `subdomains` allows any host ending
 /// in `.host` (not `host` itself).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::metrics::exposition;
 
 /// Reads the HTTP request head. `Ok(None)`: the client left, or the server is stopping.
 pub(crate) async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     max: usize,
     limit: Duration,
     mut shutdown: watch::Receiver<Option<Duration>>,
@@ -55,7 +55,7 @@ pub(crate) async fn read_head(
 /// 426. Returns the status answered; `None` when the client left first.
 pub(crate) async fn plain_http(
     hub: &Hub,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     request: handshake::Request,
     leftover: Vec<u8>,
     peer: SocketAddr,
@@ -87,7 +87,7 @@ pub(crate) async fn plain_http(
     Some(reply.status)
 }
 
-pub(crate) async fn write_reply(stream: &mut TcpStream, reply: &Reply) {
+pub(crate) async fn write_reply(stream: &mut Stream, reply: &Reply) {
     let _ = stream.write_all(&reply.to_bytes()).await;
     let _ = stream.shutdown().await;
 }

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::heartbeat;
 use crate::hub::Hub;
 use crate::session;
+use crate::tls::Tls;
 
 /// `None` while running; `Some(timeout)` once shutdown began, with the time allowed to drain.
 pub type ShutdownSignal = watch::Receiver<Option<Duration>>;
@@ -112,7 +113,19 @@ impl Server {
         config.validate().map_err(Error::Config)?;
         let io_threads = config.io_threads;
         let heartbeat_interval = config.heartbeat_interval;
-        let hub = Arc::new(Hub::new(config));
+        let tls = match &config.tls {
+            Some(files) => Some(Tls::load(files.clone()).map_err(Error::Config)?),
+            None => None,
+        };
+        if tls.is_some() && config.allowed_origins.is_none() {
+            log::warn!(
+                "TLS is on and allowed_origins is None: any web page can open a socket to this \
+                 server with its visitors' cookies; set allowed_origins to the pages that may connect"
+            );
+        }
+        let mut hub = Hub::new(config);
+        hub.tls = tls;
+        let hub = Arc::new(hub);
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.thread_name("roomcast-io").enable_all();
         if io_threads > 0 {
@@ -151,7 +164,12 @@ impl Server {
             }
         }
         let accept = runtime.spawn(run(listener, hub.clone(), signal));
-        log::info!("listening on {local_addr}");
+        let scheme = if hub.tls.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        };
+        log::info!("listening on {local_addr} ({scheme})");
         Ok(Server {
             hub,
             local_addr,
@@ -183,6 +201,17 @@ impl Server {
         };
         heartbeat::sweep(&self.hub.pulses(), interval);
         true
+    }
+
+    /// Reads the TLS certificate and key files again; connections from now on use them, open
+    /// ones keep theirs. On an error the old certificate stays in use.
+    pub fn reload_tls(&self) -> Result<(), Error> {
+        match &self.hub.tls {
+            Some(tls) => tls.reload().map_err(Error::Config),
+            None => Err(Error::Config(
+                "reload_tls: this server does not serve TLS (start it with ssl_certfile and ssl_keyfile)".into(),
+            )),
+        }
     }
 
     pub fn is_running(&self) -> bool {

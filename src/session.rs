@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::tls::{self, Accepted};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -59,13 +61,39 @@ impl Drop for Lifecycle {
 /// Runs one accepted TCP connection from its first byte to its last.
 pub async fn serve(
     hub: Arc<Hub>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<Option<Duration>>,
 ) {
     let cfg = &hub.config;
     // Held for the whole connection; a refusal is answered once the request is read.
     let (mut slot, admitted) = hub.limits.admit();
+    let mut stream = match tls::accept(tcp, hub.tls.as_ref(), cfg.handshake_timeout).await {
+        Accepted::Ready(stream) => stream,
+        Accepted::NotTls(mut plain) => {
+            // Read the request first: closing on unread bytes resets the socket, and the
+            // client would see a reset instead of the reason.
+            let _ = read_head(
+                &mut plain,
+                cfg.max_header_bytes,
+                cfg.handshake_timeout,
+                shutdown,
+            )
+            .await;
+            log::info!("{peer}: plaintext HTTP on the TLS port; 400");
+            hub.metrics.refused(Refusal::Request, 400);
+            let reply = Reply::new(
+                400,
+                "this port speaks TLS: connect with https:// or wss://\n",
+            );
+            return write_reply(&mut plain, &reply).await;
+        }
+        Accepted::Failed(why) => {
+            log::info!("{peer}: {why}");
+            hub.metrics.tls_handshake_failed();
+            return;
+        }
+    };
     let (request, leftover) = match read_head(
         &mut stream,
         cfg.max_header_bytes,
@@ -113,6 +141,9 @@ pub async fn serve(
         hub.metrics.refused(Refusal::Request, 404);
         let reply = Reply::new(404, format!("no WebSocket endpoint at {}\n", request.path));
         return write_reply(&mut stream, &reply).await;
+    }
+    if hub.origins.is_none() && request.header("cookie").is_some() {
+        crate::origin::warn_cookies_without_policy(&hub.cookies_warned, &peer);
     }
     if let (Some(policy), Some(origin)) = (&hub.origins, request.header("origin")) {
         if !policy.allows(origin) {

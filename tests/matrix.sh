@@ -92,7 +92,7 @@ pythons)
     done
     ;;
 django)
-    tools=(pytest pytest-timeout "websockets>=13" pytest-django pytest-asyncio)
+    tools=(pytest pytest-timeout "websockets>=13" pytest-django pytest-asyncio trustme)
     # Django 4.2 LTS on the oldest Python it and pytest-django support; the newest on the newest.
     if python="$(python_between oldest 10 13)"; then
         py="$(venv django42 "$python" "$wheel" "Django>=4.2,<5" "${tools[@]}")"

@@ -26,6 +26,7 @@ def test_all_is_the_public_surface():
         "metrics",
         "presets",
         "rooms",
+        "running",
         "server",
         "supervisor",
         "testing",
@@ -48,6 +49,7 @@ def test_python_defaults_match_the_core():
         "http_app": False,  # app.wsgi()
         "reuse_port": False,  # app.run(processes=N) / roomcast run --workers N
         "broker": None,  # Server(broker=URL) builds the dict
+        "tls": None,  # Server(ssl_certfile=, ssl_keyfile=) builds the pair
     }
     core = _roomcast.default_settings()
     for name, value in core.items():

@@ -16,7 +16,8 @@ Rooms, broadcast, heartbeats and backpressure run in Rust; your hooks run in Pyt
 from .connection import Connection, Request
 from .exceptions import ConnectionClosed, Reject, RoomcastError
 from .rooms import Room
-from .server import RunningServer, Server
+from .running import RunningServer
+from .server import Server
 
 __version__ = "0.1.0"
 

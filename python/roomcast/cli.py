@@ -105,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("roomcast").setLevel(args.log_level.upper())
     supervisor.claim_worker()  # before the import: the app's module may call run()
     app = load_app(args.app, args.app_dir)
+    if args.ssl_certfile is not None or args.ssl_keyfile is not None:
+        app.use_tls(args.ssl_certfile, args.ssl_keyfile)  # type: ignore[attr-defined]
     if args.workers > 1:
         supervisor.check(app, args.workers, f"--workers {args.workers}")  # type: ignore[arg-type]
         return supervisor.supervise(
@@ -115,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
             args.workers,
             log_level=args.log_level,
             shutdown_timeout=app.shutdown_timeout,  # type: ignore[attr-defined]
+            extra=_tls_flags(args),
         )
     app.run(args.host, args.port)  # type: ignore[attr-defined]
     return 0
@@ -128,7 +131,7 @@ def _run_reloading(args: argparse.Namespace) -> int:
     load_app(args.app, args.app_dir)  # fail here, in one line, rather than in every restart
     child = [sys.executable, "-m", "roomcast", "run", args.app]
     child += ["--host", args.host, "--port", str(args.port), "--log-level", args.log_level]
-    child += ["--app-dir", args.app_dir]
+    child += ["--app-dir", args.app_dir, *_tls_flags(args)]
     print(
         f"roomcast: watching {os.path.abspath(args.app_dir)} for changes; "
         "the server restarts when a .py file changes",
@@ -143,6 +146,25 @@ def _run_reloading(args: argparse.Namespace) -> int:
         sigint_timeout=10,
     )
     return 0
+
+
+def _tls_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ssl-certfile",
+        metavar="PEM",
+        help="serve TLS (wss://) with this certificate chain; SIGHUP reloads it",
+    )
+    p.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
+
+
+def _tls_flags(args: argparse.Namespace) -> list[str]:
+    """The TLS options again, for the processes this one starts."""
+    flags = []
+    for name in ("ssl_certfile", "ssl_keyfile"):
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", os.path.abspath(value)]
+    return flags
 
 
 def parser() -> argparse.ArgumentParser:
@@ -176,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
         help="serve from N processes sharing the port (SO_REUSEPORT); above 1 needs "
         "Server(broker=...) so rooms span them. Not Server(workers=), the hook threads (1)",
     )
+    _tls_arguments(r)
     r.set_defaults(run=_run)
 
     d = commands.add_parser("demo", help="serve the chat demo (page + chat WebSocket) on one port")

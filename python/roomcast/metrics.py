@@ -31,7 +31,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .server import RunningServer, Server
+from .running import RunningServer
+from .server import Server
 
 __all__ = ["RoomcastCollector"]
 
@@ -111,6 +112,12 @@ _ROOMS = [
         "roomcast_rate_limited",
         "counter",
         "Messages from clients over their rate limit (closed with 1008, or dropped).",
+    ),
+    (
+        "tls_handshake_failures",
+        "roomcast_tls_handshake_failures",
+        "counter",
+        "Sockets on the TLS port whose TLS handshake failed or timed out.",
     ),
     (
         "heartbeat_timeouts",

@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import _logging
 from . import wsgi as _wsgi
-from ._dispatch import Dispatcher
 from ._payload import encode
 from ._roomcast import Core
 from .chat import ChatControl
 from .rooms import Exclude, Room, exclude_ids
+from .running import RunningServer
 from .wsgi import WSGIApp
 
 F = TypeVar("F", bound=Callable[..., Any])
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _tls(certfile: Optional[PathLike], keyfile: Optional[PathLike]) -> Optional[tuple[str, str]]:
+    """The core's ``tls`` setting: both files, or neither."""
+    if certfile is None and keyfile is None:
+        return None
+    if certfile is None or keyfile is None:
+        given, missing = ("ssl_certfile", "ssl_keyfile")[:: 1 if certfile else -1]
+        raise ValueError(
+            f"{given} was given without {missing}: TLS needs both the certificate chain "
+            "and its private key (PEM files)"
+        )
+    return os.fspath(certfile), os.fspath(keyfile)
 
 
 def _broker(
@@ -29,6 +44,13 @@ def _broker(
     if url is None:
         return None
     return {"url": url, "namespace": namespace, "buffer": buffer, "lease": lease}
+
+
+def _hangup(running: RunningServer) -> None:
+    if running.tls:
+        running.reload_tls(raise_errors=False)
+    else:
+        _logging.logger.info("SIGHUP: this server has no TLS certificate to reload; ignored")
 
 
 class Server:
@@ -91,6 +113,12 @@ class Server:
       a node keeps for replay and for a Redis outage, oldest dropped and counted past it;
       ``broker_lease`` (3 s): a node not heard from for this long stops counting. See
       docs/scaling.md.
+    - ``ssl_certfile`` / ``ssl_keyfile`` (None = plaintext): serve TLS (``wss://`` and
+      ``https://``) with this PEM certificate chain (the server's certificate first, then
+      its intermediates) and private key. ``RunningServer.reload_tls()``, or SIGHUP to a
+      server started with ``run()``, reads them again without a restart. A plaintext
+      client on the port gets HTTP 400 saying to use ``https://``/``wss://``. See
+      docs/security.md.
     """
 
     def __init__(
@@ -127,6 +155,8 @@ class Server:
         broker_namespace: str = "roomcast",
         broker_buffer: int = 65536,
         broker_lease: float = 3.0,
+        ssl_certfile: Optional[PathLike] = None,
+        ssl_keyfile: Optional[PathLike] = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1 (got {workers})")
@@ -160,6 +190,7 @@ class Server:
             "rate_limit_burst": rate_limit_burst,
             "rate_limit_policy": rate_limit_policy,
             "broker": _broker(broker, broker_namespace, broker_buffer, broker_lease),
+            "tls": _tls(ssl_certfile, ssl_keyfile),
         }
         self.shutdown_timeout = shutdown_timeout
         self.workers = workers
@@ -355,6 +386,14 @@ class Server:
             self._running = running
         return running
 
+    def use_tls(self, certfile: Optional[PathLike], keyfile: Optional[PathLike]) -> None:
+        """Serve TLS with these PEM files: the same as ``Server(ssl_certfile=...,
+        ssl_keyfile=...)``, for code that gets the server made (the CLI's ``--ssl-certfile``,
+        Django's ``runws``). Call before starting."""
+        if self._running is not None:
+            raise RuntimeError("turn TLS on before the server starts")
+        self._settings["tls"] = _tls(certfile, keyfile)
+
     def _stopped(self, running: RunningServer) -> None:
         with self._lock:
             if self._running is running:
@@ -393,6 +432,9 @@ class Server:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: done.set())
+            # A supervisor passes SIGHUP on to its workers, TLS or not: never let it kill one.
+            if self._settings["tls"] is not None or worker:
+                previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: _hangup(running))
         stop_hint = "" if worker else " (Ctrl-C to stop)"
         # The newline in the one write: workers share stderr, and their lines must not interleave.
         line = f"roomcast: {worker}serving on {running.url}{stop_hint}\n"
@@ -405,128 +447,3 @@ class Server:
                 signal.signal(sig, handler)
             print(f"roomcast: {worker}shutting down\n", end="", file=sys.stderr, flush=True)
             running.stop()
-
-
-class RunningServer:
-    """A started server: its address, and ``stop()``. Also a context manager."""
-
-    def __init__(self, app: Server, core: Core, loop: Optional[asyncio.AbstractEventLoop]):
-        self.app = app
-        self._core = core
-        self._stop_lock = threading.Lock()
-        self._stopped = False
-        self._own_loop: Optional[asyncio.AbstractEventLoop] = None
-        self._loop_thread: Optional[threading.Thread] = None
-        if loop is None:
-            loop = asyncio.new_event_loop()
-            self._own_loop = loop
-            self._loop_thread = threading.Thread(
-                target=loop.run_forever, name="roomcast-asyncio", daemon=True
-            )
-            self._loop_thread.start()
-        self._dispatcher = Dispatcher(app, core, loop, app.workers)
-        self._dispatcher.start()
-        self._http: Optional[_wsgi.WSGIThreads] = None
-        if app._wsgi is not None:
-            self._http = _wsgi.WSGIThreads(core, *app._wsgi)
-            self._http.start()
-
-    @property
-    def host(self) -> str:
-        return self._core.host
-
-    @property
-    def port(self) -> int:
-        return self._core.port
-
-    def sweep_heartbeat(self) -> bool:
-        """Run one heartbeat sweep now, as the timer would (ping the connections that were
-        heard from since the last sweep, close the others): tests of reaping and of the
-        JSON heartbeat need not wait an interval. False when the heartbeat is off."""
-        return self._core.sweep_now()
-
-    def stats(self) -> dict[str, Any]:
-        """Counters (totals since the start) and gauges (now), read from the core while it
-        runs: callable from any thread, cheap enough to poll, nothing is paused or locked
-        for longer than one pass over the open connections. Keys:
-
-        - ``connections_open`` (gauge), ``connections_accepted``, ``connections_closed``;
-          ``connections_refused``: ``{"request": {status: n}, "on_connect": {status: n},
-          "on_connect_timeout": {503: n}}`` (the core's own refusals, such as 404, 408, 431,
-          503; ``on_connect`` returning False (403), raising ``Reject`` or anything else
-          (500); ``on_connect`` not deciding within ``handshake_timeout``).
-        - ``rooms`` and ``room_members`` (gauges; a connection in two rooms counts twice).
-        - ``messages_received``/``bytes_received``, ``messages_sent``/``bytes_sent``: data
-          messages and their payload bytes (sent: written to the socket).
-        - ``broadcasts`` (calls) and ``broadcast_deliveries`` (messages queued for members).
-        - ``messages_dropped`` (``overflow="drop"``), ``slow_consumer_closes`` (1013 by
-          ``overflow="close"``), ``heartbeat_timeouts`` (1011), ``protocol_errors``
-          (``{close code: n}``: 1002 protocol, 1007 bad UTF-8, 1009 too big, 1011).
-        - ``hook_calls``, ``hook_errors`` (calls that raised) and ``hook_duration``:
-          ``{"buckets": [(upper bound in s, cumulative count), ..., (inf, n)], "sum": s,
-          "count": n}``, timed by the dispatcher around each hook call (an async hook: to
-          its completion); a worker hands its times over when it ends its batch.
-        - ``events_pending`` (gauge): events waiting for a hook worker.
-        - ``http_responses``: plain HTTP requests answered on the port (WSGI app, pages,
-          metrics path, 426), ``{"1xx": n, ..., "5xx": n}``.
-        - ``chat``: the chat preset's offline store (``offline_kept``,
-          ``offline_delivered``, ``offline_dropped_full``, ``offline_dropped_expired``,
-          ``offline_waiting``; with a broker these are the whole cluster's, as of the last
-          roster tick) and ``store_failures`` (this node's roster calls to Redis that failed
-          while it was away: messages sent meanwhile may not be kept), or None without the
-          preset.
-        - ``broker``: None without ``Server(broker=...)``; else this node's side of it:
-          ``published`` (messages Redis accepted from this node, replays and beats
-          included), ``received`` (messages from other nodes delivered here, in order, once),
-          ``duplicates`` (repeats dropped), ``gaps`` (gaps noticed and asked for again),
-          ``lost`` (messages from other nodes given up on: past the sender's
-          ``broker_buffer``), ``unsent`` (gauge: messages waiting for Redis), ``dropped``
-          (messages dropped unsent: Redis was away and ``broker_buffer`` was full),
-          ``malformed`` (bus messages that were not roomcast's), ``reconnects`` (connections
-          to Redis made again after one was lost), ``nodes`` (gauge: other nodes heard from
-          within their lease) and ``connected`` (``True`` while both Redis connections,
-          publish and subscribe, are up).
-        """
-        return self._core.stats()
-
-    @property
-    def url(self) -> str:
-        host = self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"ws://{host}:{self.port}"
-
-    def stop(self, timeout: Optional[float] = None) -> None:
-        """Graceful shutdown: stop accepting, close every connection with 1001, wait up to
-        ``timeout`` (default: the server's ``shutdown_timeout``) for their queues to drain,
-        run every ``on_disconnect``, then return. Idempotent; callable from any thread."""
-        with self._stop_lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        timeout = self.app.shutdown_timeout if timeout is None else timeout
-        self._core.stop(timeout)
-        if self._http is not None:
-            self._http.join(timeout + 5.0)
-        if not self._dispatcher.join(timeout + 5.0):
-            _logging.logger.warning("shutdown: some hooks were still running; not waiting for them")
-        if self._own_loop is not None and self._loop_thread is not None:
-            self._own_loop.call_soon_threadsafe(self._own_loop.stop)
-            self._loop_thread.join(timeout)
-            if not self._loop_thread.is_alive():
-                self._own_loop.close()
-        self.app._stopped(self)
-        _logging.flush()
-
-    async def aclose(self) -> None:
-        """``stop()`` without blocking the running event loop (async hooks may still run)."""
-        await asyncio.get_running_loop().run_in_executor(None, self.stop)
-
-    def __enter__(self) -> RunningServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"<RunningServer {self.url}>"

@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 if TYPE_CHECKING:
     from .server import Server
@@ -215,22 +215,25 @@ def supervise(
     *,
     log_level: str = "info",
     shutdown_timeout: float = 5.0,
+    extra: Sequence[str] = (),
 ) -> int:
     """Serve ``spec`` (``module:attribute``, imported from ``app_dir``) with ``processes``
     workers on one port until SIGINT or SIGTERM; returns the exit status (0: every worker
     stopped cleanly; 1: one had to be killed; 2: one could not start). ``port=0`` picks a free
-    port for all of them. Call from the main thread (it takes the two signals)."""
+    port for all of them. ``extra`` are more ``roomcast run`` options for every worker (TLS).
+    SIGHUP is passed on to every worker (it reloads their TLS certificate). Call from the
+    main thread (it takes the signals)."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("worker processes are supervised from the main thread only")
     with _reserve(host, port) as reserved:
         port = reserved.getsockname()[1]
         command = [sys.executable, "-m", "roomcast", "run", spec, "--host", host]
         command += ["--port", str(port), "--log-level", log_level]
-        command += ["--app-dir", os.path.abspath(app_dir)]
+        command += ["--app-dir", os.path.abspath(app_dir), *extra]
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         say(
             f"roomcast: supervisor (pid {os.getpid()}) starting {processes} worker processes "
-            f"on ws://{where} (Ctrl-C to stop)"
+            f"on {'wss' if '--ssl-certfile' in extra else 'ws'}://{where} (Ctrl-C to stop)"
         )
         return _Supervisor(command, processes, shutdown_timeout + STOP_MARGIN).run()
 
@@ -294,6 +297,7 @@ class _Supervisor:
         handlers = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
+        handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             return self._stop(self._serve())
         finally:
@@ -308,6 +312,11 @@ class _Supervisor:
         if self.signal is None:
             self.signal = signum
         self.wake.set()
+
+    def _on_hangup(self, signum: int, frame: Optional[FrameType]) -> None:
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGHUP)
 
     def _serve(self) -> int:
         """Keep every worker running until a signal (then 0), or until one cannot start (2)."""

@@ -31,7 +31,7 @@ POLL = 0.5
 
 def environ(request: tuple[Any, ...], server_name: str = "roomcast") -> dict[str, Any]:
     """The PEP 3333 environ of one request tuple from the core."""
-    _id, method, path, query, headers, body, remote, local = request
+    _id, method, path, query, headers, body, remote, local, scheme = request
     env: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
@@ -44,7 +44,7 @@ def environ(request: tuple[Any, ...], server_name: str = "roomcast") -> dict[str
         "REMOTE_ADDR": remote[0],
         "REMOTE_PORT": str(remote[1]),
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
+        "wsgi.url_scheme": scheme,
         "wsgi.input": io.BytesIO(body),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,

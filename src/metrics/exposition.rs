@@ -138,6 +138,12 @@ pub fn render(s: &Snapshot) -> String {
         s.rate_limited,
     );
     o.single(
+        "roomcast_tls_handshake_failures_total",
+        c,
+        "Sockets on the TLS port whose TLS handshake failed or timed out.",
+        s.tls_handshake_failures,
+    );
+    o.single(
         "roomcast_heartbeat_timeouts_total",
         c,
         "Connections closed with 1011 by the heartbeat: nothing received for an interval.",

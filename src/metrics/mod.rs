@@ -134,6 +134,7 @@ pub struct Metrics {
     deliveries: AtomicU64,
     slow_consumer_closes: AtomicU64,
     rate_limited: AtomicU64,
+    tls_handshake_failures: AtomicU64,
     heartbeat_timeouts: AtomicU64,
     protocol_errors: [AtomicU64; CLOSE_CODES],
     /// Plain HTTP answers by status class, 1xx to 5xx.
@@ -163,6 +164,7 @@ impl Metrics {
             deliveries: AtomicU64::new(0),
             slow_consumer_closes: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
             heartbeat_timeouts: AtomicU64::new(0),
             protocol_errors: zeros(),
             http_responses: zeros(),
@@ -200,11 +202,17 @@ impl Metrics {
         }
     }
 
-    /// A connection was closed with 1013 by the `close` overflow policy.
+    /// A message over its client's rate limit (closed with 1008, or dropped).
     pub fn rate_limited(&self) {
         self.rate_limited.fetch_add(1, Relaxed);
     }
 
+    /// A socket on the TLS port that never completed the TLS handshake.
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was closed with 1013 by the `close` overflow policy.
     pub fn slow_consumer_closed(&self) {
         self.slow_consumer_closes.fetch_add(1, Relaxed);
     }
@@ -271,6 +279,7 @@ impl Metrics {
             deliveries: self.deliveries.load(Relaxed),
             slow_consumer_closes: self.slow_consumer_closes.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            tls_handshake_failures: self.tls_handshake_failures.load(Relaxed),
             heartbeat_timeouts: self.heartbeat_timeouts.load(Relaxed),
             protocol_errors,
             http_responses: std::array::from_fn(|i| self.http_responses[i].load(Relaxed)),
@@ -300,6 +309,8 @@ pub struct Snapshot {
     /// Messages from clients over their rate limit (the connection closed, or the message
     /// dropped).
     pub rate_limited: u64,
+    /// Sockets on a TLS port whose TLS handshake failed or timed out.
+    pub tls_handshake_failures: u64,
     pub heartbeat_timeouts: u64,
     /// `(close code, count)`: `PROTOCOL_ERROR_CODES` always, other codes when non-zero.
     pub protocol_errors: Vec<(u16, u64)>,

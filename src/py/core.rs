@@ -136,6 +136,7 @@ fn config_from(settings: &Bound<'_, PyDict>) -> PyResult<Config> {
             "http_timeout" => c.http_timeout = secs(value.extract()?, &key)?.unwrap_or_default(),
             "metrics_path" => c.metrics_path = value.extract()?,
             "reuse_port" => c.reuse_port = value.extract()?,
+            "tls" => c.tls = super::tls::files(&value)?,
             "rate_limit_messages" => rate.messages_per_s = value.extract()?,
             "rate_limit_bytes" => rate.bytes_per_s = value.extract()?,
             "rate_limit_burst" => rate.burst = secs(value.extract()?, &key)?.unwrap_or_default(),
@@ -222,6 +223,7 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("trusted_proxies", Vec::<String>::new())?;
     d.set_item("handshake_rate_per_ip", c.handshake_rate_per_ip)?;
     d.set_item("broker", py.None())?;
+    d.set_item("tls", py.None())?;
     Ok(d)
 }
 

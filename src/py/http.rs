@@ -11,7 +11,7 @@ use super::core::Core;
 use crate::http::HttpResponse;
 
 type Addr = (String, u16);
-/// `(id, method, path, query, headers, body, remote_addr, local_addr)`
+/// `(id, method, path, query, headers, body, remote_addr, local_addr, scheme)`
 type RequestTuple<'py> = (
     u64,
     String,
@@ -21,6 +21,7 @@ type RequestTuple<'py> = (
     Bound<'py, PyBytes>,
     Addr,
     Option<Addr>,
+    &'static str,
 );
 
 /// The next plain HTTP request, or `None` after `timeout` seconds or once the server stops.
@@ -43,6 +44,7 @@ pub fn http_next<'py>(
         PyBytes::new(py, &r.body),
         addr(r.remote_addr),
         r.local_addr.map(addr),
+        r.scheme,
     ))
 }
 

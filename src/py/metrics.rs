@@ -92,6 +92,7 @@ pub fn stats<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDict>>
     d.set_item("messages_dropped", t.messages_dropped)?;
     d.set_item("slow_consumer_closes", s.slow_consumer_closes)?;
     d.set_item("rate_limited", s.rate_limited)?;
+    d.set_item("tls_handshake_failures", s.tls_handshake_failures)?;
     d.set_item("heartbeat_timeouts", s.heartbeat_timeouts)?;
     let errors = PyDict::new(py);
     for (code, n) in &s.protocol_errors {

@@ -8,6 +8,7 @@ mod errors;
 mod http;
 mod logs;
 mod metrics;
+mod tls;
 
 use pyo3::prelude::*;
 
@@ -22,6 +23,7 @@ fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(http::http_respond, m)?)?;
     m.add_function(wrap_pyfunction!(logs::next_log_records, m)?)?;
     m.add_function(wrap_pyfunction!(logs::set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(tls::reload_tls, m)?)?;
     errors::register(m)?;
     logs::install();
     Ok(())

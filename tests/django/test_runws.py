@@ -37,8 +37,8 @@ def test_addrport_parses_like_runserver():
             parse_addrport(bad)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_runws_serves_the_project_and_stops_on_sigterm(tmp_path):
+def runws(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], int, list[str]]:
+    """Migrates a fresh database and starts runws on a free port; returns it with its banner."""
     port = free_port()
     env = {
         **os.environ,
@@ -49,18 +49,27 @@ def test_runws_serves_the_project_and_stops_on_sigterm(tmp_path):
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], cwd=PROJECT, env=env, check=True, timeout=120)
     proc = subprocess.Popen(
-        [*manage, "runws", f"127.0.0.1:{port}", "--noreload"],
+        [*manage, "runws", f"127.0.0.1:{port}", "--noreload", *options],
         cwd=PROJECT,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
     )
+    banner: list[str] = []
+    while not any("Quit the server" in line for line in banner):
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"runws exited early: {banner}")
+        banner.append(line)
+    return proc, port, banner
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_runws_serves_the_project_and_stops_on_sigterm(tmp_path):
+    proc, port, banner = runws(tmp_path)
     try:
-        banner = []
-        while not any("Quit the server" in line for line in banner):
-            line = proc.stdout.readline()
-            assert line, f"runws exited early: {banner}"
-            banner.append(line)
         assert any(f"Starting roomcast server at http://127.0.0.1:{port}/" in x for x in banner)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/echo?message=hi", timeout=10) as r:
             assert r.read() == b"hi"
@@ -71,6 +80,40 @@ def test_runws_serves_the_project_and_stops_on_sigterm(tmp_path):
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=10)
             assert closed.value.rcvd.code == 1001
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_runws_serves_tls_and_reloads_on_sighup(tmp_path):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    proc, port, banner = runws(
+        tmp_path, "--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile)
+    )
+    try:
+        assert any(f"Starting roomcast server at https://127.0.0.1:{port}/" in x for x in banner)
+        page = f"https://127.0.0.1:{port}/echo?message=hi"
+        with urllib.request.urlopen(page, timeout=10, context=ctx) as r:
+            assert r.read() == b"hi"
+        proc.send_signal(signal.SIGHUP)  # reloads the (same) files; the server stays up
+        with connect(f"wss://127.0.0.1:{port}/echo", ssl=ctx) as ws:
+            ws.send("over TLS")
+            assert ws.recv(timeout=5) == "over TLS"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()

@@ -76,7 +76,17 @@ def handshake_environ(request: Request) -> dict[str, Any]:
     """The WSGI environ of a WebSocket handshake."""
     headers = list(request.headers.items())
     return wsgi.environ(
-        (0, "GET", request.path, request.query_string, headers, b"", request.remote_addr, None)
+        (
+            0,
+            "GET",
+            request.path,
+            request.query_string,
+            headers,
+            b"",
+            request.remote_addr,
+            None,
+            "http",
+        )
     )
 
 

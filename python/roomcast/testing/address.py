@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Optional, Union
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from ..server import RunningServer
+    from ..running import RunningServer
 
 ServerOrUrl = Union["RunningServer", str]
 Query = Union[str, Mapping[str, str], Iterable[tuple[str, str]]]

@@ -20,7 +20,7 @@ from . import registry
 from .client import DEFAULT_TIMEOUT, Client
 
 if TYPE_CHECKING:
-    from ..server import RunningServer
+    from ..running import RunningServer
     from .async_client import AsyncClient
 
 

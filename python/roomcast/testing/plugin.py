@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pytest
 
-from ..server import RunningServer, Server, _broker
+from ..running import RunningServer
+from ..server import Server, _broker
 
 if TYPE_CHECKING:
     import pluggy

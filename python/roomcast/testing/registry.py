@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Union
 from .address import serves
 
 if TYPE_CHECKING:
-    from ..server import RunningServer
+    from ..running import RunningServer
     from .async_client import AsyncClient
     from .client import Client
 

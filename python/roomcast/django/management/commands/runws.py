@@ -59,6 +59,12 @@ class Command(BaseCommand):
             dest="use_static",
             help="do not serve static files in DEBUG",
         )
+        parser.add_argument(
+            "--ssl-certfile",
+            metavar="PEM",
+            help="serve TLS (https:// and wss://) with this certificate chain; SIGHUP reloads it",
+        )
+        parser.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
 
     def handle(self, *args: Any, **options: Any) -> None:
         addrport = options["addrport"] or getattr(settings, "ROOMCAST_ADDRPORT", None)
@@ -74,20 +80,33 @@ class Command(BaseCommand):
         self.check(display_num_errors=True)
         self.check_migrations()
         app = build(static=options["use_static"])
-        running = app.start(self.addr, self.port)
-        host = f"[{self.addr}]" if ":" in self.addr else self.addr
-        self.stdout.write(
-            f"{datetime.now().strftime('%B %d, %Y - %X')}\n"
-            f"Django version {django.get_version()}, using settings {settings.SETTINGS_MODULE!r}\n"
-            f"Starting roomcast server at http://{host}:{running.port}/ "
-            f"(pages and WebSockets on one port)\n"
-            "Quit the server with CONTROL-C.\n"
-        )
-        self.stdout.flush()
+        certfile, keyfile = options.get("ssl_certfile"), options.get("ssl_keyfile")
+        if certfile is not None or keyfile is not None:
+            try:
+                app.use_tls(certfile, keyfile)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        try:
+            running = app.start(self.addr, self.port)
+        except ValueError as exc:  # an unusable certificate names its file
+            raise CommandError(str(exc)) from None
+        scheme = "https" if running.tls else "http"
+        # Before the banner: whoever waits for it may signal at once.
         done = threading.Event()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: done.set())
+            if running.tls:
+                signal.signal(signal.SIGHUP, lambda *_: running.reload_tls(raise_errors=False))
+        host = f"[{self.addr}]" if ":" in self.addr else self.addr
+        self.stdout.write(
+            f"{datetime.now().strftime('%B %d, %Y - %X')}\n"
+            f"Django version {django.get_version()}, using settings {settings.SETTINGS_MODULE!r}\n"
+            f"Starting roomcast server at {scheme}://{host}:{running.port}/ "
+            f"(pages and WebSockets on one port)\n"
+            "Quit the server with CONTROL-C.\n"
+        )
+        self.stdout.flush()
         try:
             # Under the autoreloader this runs on a daemon thread: the reloader's exit (code
             # 3 to restart, or Ctrl-C) ends it with the process.
