@@ -59,8 +59,10 @@ pub struct Config {
     pub heartbeat_interval: Option<Duration>,
     /// Also send `{"event":"heartbeat","message":"ping"}` each sweep and answer the text `ping`.
     pub app_heartbeat: bool,
-    /// tungstenite's read/write buffers. Its 128 KiB defaults cost ~130 KiB per idle connection.
+    /// Bytes one read takes from a socket, into the I/O thread's scratch buffer (an idle
+    /// connection holds no read buffer of its own).
     pub read_buffer_size: usize,
+    /// Bytes gathered into one vectored write, at most (a larger frame goes out alone).
     pub write_buffer_size: usize,
     /// Largest HTTP request head (request line + headers); larger ones get 431.
     pub max_header_bytes: usize,

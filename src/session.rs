@@ -25,6 +25,7 @@ use crate::hub::Hub;
 use crate::metrics::Refusal;
 use crate::ratelimit::{self, Limiter};
 use crate::request::{plain_http, read_head, write_reply};
+use crate::tls::{ReadHalf, WriteHalf};
 use crate::ConnId;
 
 /// Frames written before one flush: enough to batch, few enough to keep latency flat.
@@ -243,8 +244,9 @@ pub async fn serve(
         (None, Some(chat)) => Mode::Chat(ChatSession::open(chat.clone(), &handle)),
         (None, None) => Mode::Hooks,
     };
-    let (reader, writer) = frames::open(stream, leftover, cfg).await;
-    let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx));
+    let (reader, writer) = frames::open(stream, leftover, cfg);
+    let batch_bytes = cfg.write_buffer_size;
+    let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx, batch_bytes));
     let outcome = read_loop(&hub, &handle, reader, &mut mode).await;
     handle.open.store(false, Ordering::Release);
     if let Mode::Chat(session) = mode {
@@ -288,7 +290,7 @@ impl Mode<'_> {
 async fn read_loop(
     hub: &Hub,
     handle: &Arc<ConnHandle>,
-    mut reader: FrameReader,
+    mut reader: FrameReader<ReadHalf>,
     mode: &mut Mode<'_>,
 ) -> (u16, String) {
     let id = handle.id;
@@ -355,9 +357,18 @@ async fn read_loop(
         }
         let event = match (&mut *mode, incoming) {
             (_, Incoming::Control) => continue,
-            (_, Incoming::Close(code, reason)) => {
-                peer_close.get_or_insert((code, reason));
+            (_, Incoming::Ping(payload)) => {
+                handle.send(Outgoing::Pong(payload));
                 continue;
+            }
+            (_, Incoming::Close(code, reason)) => {
+                // Our Close went first: this is its answer, and the close code is ours.
+                if handle.close_request().is_none() {
+                    peer_close = Some((code, reason));
+                    // The echo (RFC 6455, 5.5.1); the writer closes the socket after it.
+                    handle.close(code, String::new());
+                }
+                break;
             }
             // Relayed in Rust: no event, no Python, the payload shared by every member.
             (Mode::Relay(relay), Incoming::Text(text)) => {
@@ -395,9 +406,10 @@ async fn read_loop(
             handle.paused.store(false, Ordering::Relaxed);
         }
     }
-    match handle.close_request() {
-        Some(req) => (req.code, req.reason),
-        None => peer_close.unwrap_or((1006, "connection lost without a Close frame".into())),
+    match (peer_close, handle.close_request()) {
+        (Some(peer), _) => peer,
+        (None, Some(req)) => (req.code, req.reason),
+        (None, None) => (1006, "connection lost without a Close frame".into()),
     }
 }
 
@@ -427,19 +439,17 @@ fn route_text(hub: &Hub, handle: &ConnHandle, text: Text) -> Option<Event> {
 /// Writes queued frames: everything ready, then one flush.
 async fn write_loop(
     handle: Arc<ConnHandle>,
-    mut writer: FrameWriter,
+    mut writer: FrameWriter<WriteHalf>,
     mut rx: mpsc::Receiver<Outgoing>,
+    batch_bytes: usize,
 ) {
     loop {
         let first = tokio::select! {
             biased;
             _ = handle.urgent.raised() => {
                 if let Some(req) = handle.close_request() {
-                    let close = async {
-                        writer.feed(Outgoing::Close(req.code, req.reason)).await?;
-                        writer.flush().await
-                    };
-                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    writer.feed(Outgoing::Close(req.code, req.reason));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
                 }
                 return;
             }
@@ -461,9 +471,7 @@ async fn write_loop(
                 payload += len as u64;
             }
             let is_close = matches!(item, Outgoing::Close(..));
-            if writer.feed(item).await.is_err() {
-                return;
-            }
+            writer.feed(item);
             if is_close {
                 if writer.flush().await.is_ok() {
                     handle.traffic.sent(messages, payload);
@@ -471,7 +479,7 @@ async fn write_loop(
                 return;
             }
             written += 1;
-            if written < MAX_WRITE_BATCH {
+            if written < MAX_WRITE_BATCH && bytes < batch_bytes {
                 next = rx.try_recv().ok();
             }
         }

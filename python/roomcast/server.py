@@ -83,7 +83,8 @@ class Server:
       client's Close), ``shutdown_timeout`` (5 s for connections to drain at stop).
     - ``workers`` (8 threads for sync hooks), ``mailbox_limit`` (256 events of one
       connection waiting for a hook before the server stops reading from it),
-      ``io_threads`` (0 = one per core), ``read_buffer_size``/``write_buffer_size``.
+      ``io_threads`` (0 = one per core), ``read_buffer_size``/``write_buffer_size`` (bytes
+      per socket read and per vectored write; an idle connection holds neither).
     - ``metrics_path`` (None = off): a plain HTTP ``GET`` of this path on the server's own
       port answers ``stats()`` in Prometheus' text format, written by the core without
       Python (so it answers even while every hook worker is busy). To add the same metrics

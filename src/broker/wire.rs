@@ -78,7 +78,7 @@ impl Frame {
         match out {
             Outgoing::Text(t) => Some(Frame::Text(t.clone())),
             Outgoing::Binary(b) => Some(Frame::Binary(b.clone())),
-            Outgoing::Ping | Outgoing::Close(..) => None,
+            Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Close(..) => None,
         }
     }
 

@@ -1,6 +1,9 @@
 //! TLS (wss:// and https://) with rustls: the certificate chain and key come from PEM files and
 //! can be reloaded while the server runs, so a renewed certificate needs no restart.
 
+#[macro_use]
+mod delegate;
+mod halves;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
+pub use halves::{ReadHalf, WriteHalf};
 pub use stream::{accept, Accepted, Stream};
 
 /// Where the server's certificate chain and private key live (PEM).

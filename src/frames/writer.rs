@@ -1,0 +1,157 @@
+//! Writing frames: the writer owns its half of the socket, gathers a batch of frames (each
+//! header written into one small buffer, each payload the shared bytes a broadcast sent to
+//! every member, never copied) and sends the batch with vectored writes.
+
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+use super::codec::{put_header, MAX_HEADER};
+use super::{truncate, Outgoing};
+
+/// Slices per write call: a batch of 64 frames is one call (Linux takes up to 1024).
+const MAX_SLICES: usize = 128;
+/// What a writer keeps allocated between batches; a larger batch's buffers are let go.
+const KEEP_PARTS: usize = 16;
+const KEEP_HEADERS: usize = 16 * MAX_HEADER;
+
+pub struct FrameWriter<W> {
+    io: W,
+    /// Headers of the batch being gathered; `parts` holds them split off, beside payloads.
+    headers: BytesMut,
+    parts: Vec<Bytes>,
+}
+
+/// A Close frame's payload: the code (none for 1005, which is never sent) and the reason.
+fn close_payload(code: u16, reason: &str) -> Bytes {
+    if code == 1005 {
+        return Bytes::new();
+    }
+    let reason = truncate(reason);
+    let mut out = BytesMut::with_capacity(2 + reason.len());
+    out.put_u16(code);
+    out.put_slice(reason.as_bytes());
+    out.freeze()
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(io: W) -> Self {
+        Self {
+            io,
+            headers: BytesMut::new(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// Adds a frame to the batch; `flush` sends the batch.
+    pub fn feed(&mut self, out: Outgoing) {
+        let (opcode, payload) = match out {
+            Outgoing::Text(text) => (OpCode::Data(Data::Text), Bytes::from(text)),
+            Outgoing::Binary(data) => (OpCode::Data(Data::Binary), data),
+            Outgoing::Ping => (OpCode::Control(Control::Ping), Bytes::new()),
+            Outgoing::Pong(data) => (OpCode::Control(Control::Pong), data),
+            Outgoing::Close(code, reason) => (
+                OpCode::Control(Control::Close),
+                close_payload(code, &reason),
+            ),
+        };
+        if self.headers.capacity() - self.headers.len() < MAX_HEADER {
+            self.headers.reserve(KEEP_HEADERS);
+        }
+        put_header(&mut self.headers, opcode, payload.len());
+        self.parts.push(self.headers.split().freeze());
+        if !payload.is_empty() {
+            self.parts.push(payload);
+        }
+    }
+
+    /// Writes the batch, as few system calls as the socket allows.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        let mut first = 0;
+        while first < self.parts.len() {
+            let slices: Vec<IoSlice<'_>> = self.parts[first..]
+                .iter()
+                .take(MAX_SLICES)
+                .map(|part| IoSlice::new(part))
+                .collect();
+            let mut written = self.io.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            while written > 0 {
+                let part = &mut self.parts[first];
+                if written < part.len() {
+                    part.advance(written);
+                    break;
+                }
+                written -= part.len();
+                first += 1;
+            }
+        }
+        self.parts.clear();
+        if self.parts.capacity() > KEEP_PARTS {
+            self.parts = Vec::new();
+        }
+        if self.headers.capacity() > KEEP_HEADERS {
+            self.headers = BytesMut::new();
+        }
+        self.io.flush().await
+    }
+
+    /// Ends the write side (a TLS close_notify, then FIN).
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.io.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::Text;
+
+    /// A socket that takes at most 7 bytes per write, to exercise partial vectored writes.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(7);
+            self.0.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_arrives_whole_through_short_writes() {
+        let shared = Text::from("x".repeat(300));
+        let mut writer = FrameWriter::new(Trickle(Vec::new()));
+        writer.feed(Outgoing::Text(Text::from("hi")));
+        writer.feed(Outgoing::Text(shared.clone()));
+        writer.feed(Outgoing::Pong(Bytes::from_static(b"p")));
+        writer.feed(Outgoing::Close(1000, "bye".into()));
+        writer.feed(Outgoing::Close(1005, "never sent".into()));
+        writer.flush().await.unwrap();
+        let mut expected = vec![0x81, 2, b'h', b'i', 0x81, 126, 1, 44];
+        expected.extend_from_slice(shared.as_bytes());
+        expected.extend_from_slice(&[0x8A, 1, b'p', 0x88, 5, 0x03, 0xE8, b'b', b'y', b'e']);
+        expected.extend_from_slice(&[0x88, 0]);
+        assert_eq!(writer.io.0, expected);
+    }
+}
