@@ -22,7 +22,8 @@ wheel: $(PY)
 	$(PY) -m pip wheel -q --no-deps -w $(WHEELS) .
 
 # Install roomcast with its test tools, then run every test: the Rust core; the Python suite
-# here; the Autobahn cases against the echo (report in build/autobahn); the Python suite on
+# here; the Autobahn cases against the echo, without compression (report in build/autobahn)
+# and with permessage-deflate (build/autobahn-deflate); the Python suite on
 # the oldest and newest CPython the machine has; the Django suite under Django 4.2
 # LTS and the newest Django (tests/matrix.sh: a venv each, all from the one wheel).
 test: wheel
@@ -30,6 +31,7 @@ test: wheel
 	cargo test --locked
 	$(PY) -m pytest
 	$(PY) tests/autobahn.py --out build/autobahn
+	$(PY) tests/autobahn.py --compression --out build/autobahn-deflate
 	tests/matrix.sh pythons "$$(ls $(WHEELS)/roomcast-*.whl)" $(VENV)
 	tests/matrix.sh django "$$(ls $(WHEELS)/roomcast-*.whl)" $(VENV)
 

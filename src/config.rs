@@ -64,6 +64,10 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Bytes gathered into one vectored write, at most (a larger frame goes out alone).
     pub write_buffer_size: usize,
+    /// Negotiate permessage-deflate with clients that offer it (`frames/deflate.rs`).
+    pub compression: bool,
+    /// Messages smaller than this go out uncompressed even when deflate was negotiated.
+    pub compression_threshold: usize,
     /// Largest HTTP request head (request line + headers); larger ones get 431.
     pub max_header_bytes: usize,
     /// Time a client has to finish its HTTP request, and `on_connect` has to decide; then 408/503.
@@ -128,6 +132,8 @@ impl Default for Config {
             app_heartbeat: false,
             read_buffer_size: 16 * 1024,
             write_buffer_size: 16 * 1024,
+            compression: false,
+            compression_threshold: 128,
             max_header_bytes: 16 * 1024,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),

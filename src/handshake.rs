@@ -261,13 +261,16 @@ pub fn choose_subprotocol(offered: &[String], supported: &[String]) -> Option<St
 }
 
 /// The 101 response that completes the handshake.
-pub fn accept_reply(key: &str, subprotocol: Option<&str>) -> Reply {
+pub fn accept_reply(key: &str, subprotocol: Option<&str>, extensions: Option<&str>) -> Reply {
     let mut reply = Reply::new(101, "")
         .header("Upgrade", "websocket")
         .header("Connection", "Upgrade")
         .header("Sec-WebSocket-Accept", &derive_accept_key(key.as_bytes()));
     if let Some(p) = subprotocol {
         reply = reply.header("Sec-WebSocket-Protocol", p);
+    }
+    if let Some(e) = extensions {
+        reply = reply.header("Sec-WebSocket-Extensions", e);
     }
     reply
 }
@@ -319,7 +322,7 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n";
     #[test]
     fn accept_key_matches_rfc_example() {
         let key = validate_upgrade(&parse(UPGRADE)).unwrap();
-        let reply = String::from_utf8(accept_reply(&key, Some("chat")).to_bytes()).unwrap();
+        let reply = String::from_utf8(accept_reply(&key, Some("chat"), None).to_bytes()).unwrap();
         assert!(reply.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(reply.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(reply.contains("Sec-WebSocket-Protocol: chat\r\n"));

@@ -482,6 +482,7 @@ impl Hub {
 }
 
 fn send_to_room(members: &Snapshot<Arc<ConnHandle>>, exclude: &[ConnId], out: Outgoing) -> usize {
+    let out = crate::frames::share(out);
     members
         .iter()
         .filter(|(id, h)| !exclude.contains(id) && h.send(out.clone()))
@@ -489,5 +490,6 @@ fn send_to_room(members: &Snapshot<Arc<ConnHandle>>, exclude: &[ConnId], out: Ou
 }
 
 fn fan_out(members: &[Arc<ConnHandle>], out: Outgoing) -> usize {
+    let out = crate::frames::share(out);
     members.iter().filter(|m| m.send(out.clone())).count()
 }

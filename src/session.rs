@@ -167,6 +167,17 @@ pub async fn serve(
         }
     };
     let subprotocols = request.subprotocols();
+    let deflate = cfg
+        .compression
+        .then(|| {
+            let offers = request.headers.iter();
+            frames::negotiate(
+                offers
+                    .filter(|(name, _)| name == "sec-websocket-extensions")
+                    .map(|(_, value)| value.as_str()),
+            )
+        })
+        .flatten();
     let subprotocol = handshake::choose_subprotocol(&subprotocols, &cfg.subprotocols);
     let info = Arc::new(ConnInfo {
         path: request.path,
@@ -227,7 +238,14 @@ pub async fn serve(
     }
 
     if stream
-        .write_all(&handshake::accept_reply(&key, subprotocol.as_deref()).to_bytes())
+        .write_all(
+            &handshake::accept_reply(
+                &key,
+                subprotocol.as_deref(),
+                deflate.as_ref().map(|(_, answer)| answer.as_str()),
+            )
+            .to_bytes(),
+        )
         .await
         .is_err()
     {
@@ -244,7 +262,7 @@ pub async fn serve(
         (None, Some(chat)) => Mode::Chat(ChatSession::open(chat.clone(), &handle)),
         (None, None) => Mode::Hooks,
     };
-    let (reader, writer) = frames::open(stream, leftover, cfg);
+    let (reader, writer) = frames::open(stream, leftover, cfg, deflate.map(|(d, _)| d));
     let batch_bytes = cfg.write_buffer_size;
     let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx, batch_bytes));
     let outcome = read_loop(&hub, &handle, reader, &mut mode).await;
@@ -466,7 +484,7 @@ async fn write_loop(
         while let Some(item) = next.take() {
             let len = item.len();
             bytes += len;
-            if let Outgoing::Text(_) | Outgoing::Binary(_) = item {
+            if let Outgoing::Text(_) | Outgoing::Binary(_) | Outgoing::Shared(_) = item {
                 messages += 1;
                 payload += len as u64;
             }

@@ -66,3 +66,14 @@ def log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 @pytest.fixture(autouse=True)
 def _roomcast_debug_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="roomcast")
+
+
+def echo_app(**settings: Any) -> roomcast.Server:
+    """A server whose one hook sends every message back."""
+    app = roomcast.Server(**settings)
+
+    @app.on_message
+    def echo(conn: roomcast.Connection, message: Any) -> None:
+        conn.send(message)
+
+    return app

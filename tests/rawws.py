@@ -39,8 +39,10 @@ class RawClient:
         return head.decode()
 
     @staticmethod
-    def frame(opcode: int, payload: bytes, mask: bool = True, fin: bool = True) -> bytes:
-        head = bytes([(0x80 if fin else 0) | opcode])
+    def frame(
+        opcode: int, payload: bytes, mask: bool = True, fin: bool = True, rsv1: bool = False
+    ) -> bytes:
+        head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
         n = len(payload)
         bit = 0x80 if mask else 0
         if n < 126:
@@ -67,13 +69,18 @@ class RawClient:
         return out
 
     def recv_frame(self) -> tuple[int, bytes]:
+        first, payload = self.recv_raw()
+        return first & 0x0F, payload
+
+    def recv_raw(self) -> tuple[int, bytes]:
+        """The next frame's first byte (FIN, RSV bits, opcode) and payload."""
         b1, b2 = self._read(2)
         n = b2 & 0x7F
         if n == 126:
             (n,) = struct.unpack("!H", self._read(2))
         elif n == 127:
             (n,) = struct.unpack("!Q", self._read(8))
-        return b1 & 0x0F, self._read(n)
+        return b1, self._read(n)
 
     def recv_close(self) -> tuple[int, str]:
         """Skip frames until a Close; return its code and reason."""

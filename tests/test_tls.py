@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 
 import roomcast
 
-from conftest import log_lines, wait_for
+from conftest import echo_app, log_lines, wait_for
 
 
 def issue(ca: trustme.CA, folder: Path) -> tuple[Path, Path]:
@@ -37,16 +37,6 @@ def trusting(*cas: trustme.CA) -> ssl.SSLContext:
     for ca in cas:
         ca.configure_trust(ctx)
     return ctx
-
-
-def echo_app(**settings: object) -> roomcast.Server:
-    app = roomcast.Server(**settings)  # type: ignore[arg-type]
-
-    @app.on_message
-    def echo(conn: roomcast.Connection, message: object) -> None:
-        conn.send(message)
-
-    return app
 
 
 def echoes(url: str, ctx: ssl.SSLContext, text: str = "hi") -> bool:

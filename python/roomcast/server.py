@@ -85,6 +85,11 @@ class Server:
       connection waiting for a hook before the server stops reading from it),
       ``io_threads`` (0 = one per core), ``read_buffer_size``/``write_buffer_size`` (bytes
       per socket read and per vectored write; an idle connection holds neither).
+    - ``compression`` (None; ``"deflate"``): permessage-deflate (RFC 7692) with clients that
+      offer it (browsers do). Messages of ``compression_threshold`` (128) bytes or more are
+      compressed; a broadcast is compressed once for all its members; a client's compressed
+      message that inflates past ``max_message_size`` closes with 1009. No connection keeps
+      a compressor between messages (``*_no_context_takeover``), so idle ones cost nothing.
     - ``metrics_path`` (None = off): a plain HTTP ``GET`` of this path on the server's own
       port answers ``stats()`` in Prometheus' text format, written by the core without
       Python (so it answers even while every hook worker is busy). To add the same metrics
@@ -142,6 +147,8 @@ class Server:
         io_threads: int = 0,
         read_buffer_size: int = 16 * 1024,
         write_buffer_size: int = 16 * 1024,
+        compression: Optional[str] = None,
+        compression_threshold: int = 128,
         metrics_path: Optional[str] = None,
         allowed_origins: Optional[Sequence[str]] = None,
         max_connections: Optional[int] = None,
@@ -177,6 +184,8 @@ class Server:
             "io_threads": io_threads,
             "read_buffer_size": read_buffer_size,
             "write_buffer_size": write_buffer_size,
+            "compression": compression,
+            "compression_threshold": compression_threshold,
             "relays": [],
             "chat": None,
             "pages": [],

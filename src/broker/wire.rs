@@ -78,6 +78,8 @@ impl Frame {
         match out {
             Outgoing::Text(t) => Some(Frame::Text(t.clone())),
             Outgoing::Binary(b) => Some(Frame::Binary(b.clone())),
+            Outgoing::Shared(s) if s.text => Text::try_from(s.data.clone()).ok().map(Frame::Text),
+            Outgoing::Shared(s) => Some(Frame::Binary(s.data.clone())),
             Outgoing::Ping | Outgoing::Pong(_) | Outgoing::Close(..) => None,
         }
     }

@@ -16,6 +16,8 @@ pub const MAX_HEADER: usize = 10;
 #[derive(Debug)]
 pub struct RawFrame {
     pub fin: bool,
+    /// RSV1: with permessage-deflate, the first frame of a compressed message.
+    pub compressed: bool,
     pub opcode: OpCode,
     pub payload: BytesMut,
 }
@@ -26,8 +28,13 @@ fn violation(why: impl Into<String>) -> ReadError {
 
 /// Takes one whole frame off the front of `buf`, or `None` (consuming nothing) until it has
 /// arrived. A frame is refused from its header, before its payload is waited for, when it
-/// breaks the protocol (1002) or is larger than `max_payload` (1009).
-pub fn take_frame(buf: &mut BytesMut, max_payload: usize) -> Result<Option<RawFrame>, ReadError> {
+/// breaks the protocol (1002) or is larger than `max_payload` (1009). `deflate`: the connection
+/// negotiated permessage-deflate, which gives RSV1 a meaning on data frames.
+pub fn take_frame(
+    buf: &mut BytesMut,
+    max_payload: usize,
+    deflate: bool,
+) -> Result<Option<RawFrame>, ReadError> {
     let mut cursor = Cursor::new(&buf[..]);
     let (header, len) = match FrameHeader::parse(&mut cursor) {
         Ok(Some(parsed)) => parsed,
@@ -38,9 +45,10 @@ pub fn take_frame(buf: &mut BytesMut, max_payload: usize) -> Result<Option<RawFr
     let Some(mask) = header.mask else {
         return Err(violation("protocol error: unmasked frame from the client"));
     };
-    if header.rsv1 || header.rsv2 || header.rsv3 {
+    let rsv1_means_compressed = deflate && matches!(header.opcode, OpCode::Data(_));
+    if (header.rsv1 && !rsv1_means_compressed) || header.rsv2 || header.rsv3 {
         return Err(violation(
-            "protocol error: reserved bits set, and no extension was negotiated",
+            "protocol error: reserved bits set that no negotiated extension gives a meaning",
         ));
     }
     match header.opcode {
@@ -74,6 +82,7 @@ pub fn take_frame(buf: &mut BytesMut, max_payload: usize) -> Result<Option<RawFr
     unmask(&mut payload, mask);
     Ok(Some(RawFrame {
         fin: header.is_final,
+        compressed: header.rsv1,
         opcode: header.opcode,
         payload,
     }))
@@ -94,10 +103,11 @@ pub fn unmask(data: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Writes the header of an unmasked, final server frame into `out`.
-pub fn put_header(out: &mut BytesMut, opcode: OpCode, len: usize) {
+/// Writes the header of an unmasked, final server frame into `out`; `compressed` sets RSV1.
+pub fn put_header(out: &mut BytesMut, opcode: OpCode, len: usize, compressed: bool) {
     let header = FrameHeader {
         opcode,
+        rsv1: compressed,
         ..FrameHeader::default()
     };
     let mut bytes = [0u8; MAX_HEADER];
@@ -137,10 +147,10 @@ pub(crate) mod tests {
     fn a_frame_is_taken_only_once_whole() {
         let frame = client_frame(0x81, b"hello, world");
         let mut buf = BytesMut::from(&frame[..frame.len() - 1]);
-        assert!(take_frame(&mut buf, 100).unwrap().is_none());
+        assert!(take_frame(&mut buf, 100, false).unwrap().is_none());
         assert_eq!(buf.len(), frame.len() - 1, "nothing consumed");
         buf.extend_from_slice(&frame[frame.len() - 1..]);
-        let got = take_frame(&mut buf, 100).unwrap().unwrap();
+        let got = take_frame(&mut buf, 100, false).unwrap().unwrap();
         assert!(got.fin);
         assert_eq!(got.opcode, OpCode::Data(Data::Text));
         assert_eq!(&got.payload[..], b"hello, world");
@@ -164,12 +174,21 @@ pub(crate) mod tests {
 
     #[test]
     fn broken_frames_get_their_close_codes_from_the_header_alone() {
-        let code = |bytes: &[u8], max| match take_frame(&mut BytesMut::from(bytes), max) {
+        let code = |bytes: &[u8], max| match take_frame(&mut BytesMut::from(bytes), max, false) {
             Err(ReadError::Violation(code, _)) => code,
             other => panic!("expected a violation, got {other:?}"),
         };
         assert_eq!(code(&[0x81, 0x05, b'h', b'e', b'l', b'l', b'o'], 100), 1002); // unmasked
         assert_eq!(code(&client_frame(0xC1, b"x"), 100), 1002); // RSV1 without deflate
+        let ping_rsv1 = client_frame(0xC9, b"");
+        assert!(take_frame(&mut BytesMut::from(&ping_rsv1[..]), 100, true).is_err());
+        let text_rsv1 = client_frame(0xC1, b"x");
+        assert!(
+            take_frame(&mut BytesMut::from(&text_rsv1[..]), 100, true)
+                .unwrap()
+                .unwrap()
+                .compressed
+        );
         assert_eq!(code(&client_frame(0x83, b""), 100), 1002); // reserved data opcode
         assert_eq!(code(&client_frame(0x8B, b""), 100), 1002); // reserved control opcode
         assert_eq!(code(&client_frame(0x09, b""), 100), 1002); // fragmented ping
@@ -183,7 +202,7 @@ pub(crate) mod tests {
     fn server_headers_use_the_shortest_length() {
         for (len, header_len) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
             let mut out = BytesMut::new();
-            put_header(&mut out, OpCode::Data(Data::Binary), len);
+            put_header(&mut out, OpCode::Data(Data::Binary), len, false);
             assert_eq!(out.len(), header_len, "len {len}");
             assert_eq!(out[0], 0x82);
             assert_eq!(out[1] & 0x80, 0, "a server never masks");

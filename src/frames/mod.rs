@@ -2,8 +2,11 @@
 //! with tungstenite's header codec, opcodes and close codes. No other module sees frame bytes.
 
 mod codec;
+mod deflate;
 mod reader;
 mod writer;
+
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -11,6 +14,7 @@ use crate::config::Config;
 use crate::tls::{ReadHalf, Stream, WriteHalf};
 
 pub use codec::{put_header, take_frame, unmask, RawFrame};
+pub use deflate::{negotiate, Deflate};
 pub use reader::FrameReader;
 pub use writer::FrameWriter;
 
@@ -31,6 +35,45 @@ pub enum Outgoing {
     Pong(Bytes),
     /// 1005 sends a Close with no code (the answer to a client's empty Close).
     Close(u16, String),
+    /// A broadcast's message, one for all its members (see `share`).
+    Shared(Arc<Shared>),
+}
+
+/// A message several connections are sent: its payload, and its deflated form, made by the
+/// first writer whose connection negotiated permessage-deflate and kept for the others.
+#[derive(Debug)]
+pub struct Shared {
+    pub text: bool,
+    pub data: Bytes,
+    deflated: OnceLock<Bytes>,
+}
+
+impl Shared {
+    /// The payload deflated with this window (2^bits bytes). Browsers leave the server's
+    /// window at 15 bits: that form is made once; any other is made per connection.
+    pub fn deflated(&self, window_bits: u8) -> Bytes {
+        if window_bits == 15 {
+            self.deflated
+                .get_or_init(|| deflate::compress(&self.data, 15))
+                .clone()
+        } else {
+            deflate::compress(&self.data, window_bits)
+        }
+    }
+}
+
+/// The form of a data message that goes to many connections: compressed at most once.
+pub fn share(out: Outgoing) -> Outgoing {
+    let (text, data) = match out {
+        Outgoing::Text(t) => (true, Bytes::from(t)),
+        Outgoing::Binary(b) => (false, b),
+        other => return other,
+    };
+    Outgoing::Shared(Arc::new(Shared {
+        text,
+        data,
+        deflated: OnceLock::new(),
+    }))
 }
 
 impl Outgoing {
@@ -39,6 +82,7 @@ impl Outgoing {
         match self {
             Outgoing::Text(t) => t.len(),
             Outgoing::Binary(b) | Outgoing::Pong(b) => b.len(),
+            Outgoing::Shared(s) => s.data.len(),
             Outgoing::Ping => 0,
             Outgoing::Close(_, r) => r.len() + 2,
         }
@@ -88,10 +132,13 @@ pub fn open(
     stream: Stream,
     leftover: Vec<u8>,
     cfg: &Config,
+    deflate: Option<Deflate>,
 ) -> (FrameReader<ReadHalf>, FrameWriter<WriteHalf>) {
     let (read, write) = stream.into_split();
-    let reader = FrameReader::new(read, leftover, cfg.max_message_size, cfg.read_buffer_size);
-    (reader, FrameWriter::new(write))
+    let reader = FrameReader::new(read, leftover, cfg.max_message_size, cfg.read_buffer_size)
+        .with_deflate(deflate.is_some());
+    let writer = FrameWriter::new(write).with_deflate(deflate, cfg.compression_threshold);
+    (reader, writer)
 }
 
 #[cfg(test)]

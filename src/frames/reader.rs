@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 use super::codec::{take_frame, RawFrame};
+use super::deflate::inflate;
 use super::{Incoming, ReadError, Text};
 
 thread_local! {
@@ -22,6 +23,8 @@ thread_local! {
 /// A text or binary message whose final frame has not arrived.
 struct Partial {
     text: bool,
+    /// Deflated (RSV1 on its first frame): checked once inflated, at its end.
+    compressed: bool,
     data: BytesMut,
     /// How much of `data` is known to be valid UTF-8 (a text message fails as soon as it
     /// cannot be, not at its last frame).
@@ -35,6 +38,8 @@ pub struct FrameReader<R> {
     partial: Option<Partial>,
     max_message: usize,
     read_size: usize,
+    /// The connection negotiated permessage-deflate.
+    deflate: bool,
     /// A Close frame or an error ended the stream: nothing more is read.
     done: bool,
 }
@@ -63,7 +68,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             partial: None,
             max_message,
             read_size: read_size.max(512),
+            deflate: false,
             done: false,
+        }
+    }
+
+    /// Reads compressed messages too (the connection negotiated permessage-deflate).
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// The most a message may take on the wire: deflate can grow what does not compress.
+    fn max_wire(&self) -> usize {
+        if self.deflate {
+            self.max_message + self.max_message / 16 + 64
+        } else {
+            self.max_message
         }
     }
 
@@ -97,8 +118,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next whole message or control frame from what has been read.
     fn take(&mut self) -> Result<Option<Incoming>, ReadError> {
+        let max_wire = self.max_wire();
         loop {
-            let Some(frame) = take_frame(&mut self.pending, self.max_message)? else {
+            let Some(frame) = take_frame(&mut self.pending, max_wire, self.deflate)? else {
                 if self.pending.is_empty() && self.pending.capacity() > 0 {
                     self.pending = BytesMut::new();
                 }
@@ -113,6 +135,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     fn assemble(&mut self, frame: RawFrame) -> Result<Option<Incoming>, ReadError> {
         let RawFrame {
             fin,
+            compressed,
             opcode,
             payload,
         } = frame;
@@ -120,6 +143,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             OpCode::Control(Control::Ping) => return Ok(Some(Incoming::Ping(payload.freeze()))),
             OpCode::Control(Control::Close) => return close(payload).map(Some),
             OpCode::Control(_) => return Ok(Some(Incoming::Control)),
+            OpCode::Data(Data::Continue) if compressed => {
+                return Err(protocol("protocol error: RSV1 set on a continuation frame"))
+            }
             OpCode::Data(Data::Continue) => return self.continued(fin, &payload),
             OpCode::Data(data) => data == Data::Text,
         };
@@ -129,10 +155,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             ));
         }
         if fin {
-            return finish(text, payload.freeze()).map(Some);
+            return self.finish(text, compressed, payload.freeze()).map(Some);
         }
         let mut partial = Partial {
             text,
+            compressed,
             data: payload,
             checked: 0,
         };
@@ -142,13 +169,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     fn continued(&mut self, fin: bool, payload: &[u8]) -> Result<Option<Incoming>, ReadError> {
+        let max_wire = self.max_wire();
         let Some(partial) = self.partial.as_mut() else {
             return Err(protocol(
                 "protocol error: a continuation frame with no message to continue",
             ));
         };
         let len = partial.data.len() + payload.len();
-        if len > self.max_message {
+        let max = if partial.compressed {
+            max_wire
+        } else {
+            self.max_message
+        };
+        if len > max {
             return Err(too_big(len, self.max_message));
         }
         partial.data.extend_from_slice(payload);
@@ -157,7 +190,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Ok(None);
         }
         let partial = self.partial.take().expect("checked above");
-        finish(partial.text, partial.data.freeze()).map(Some)
+        self.finish(partial.text, partial.compressed, partial.data.freeze())
+            .map(Some)
+    }
+
+    fn finish(&self, text: bool, compressed: bool, data: Bytes) -> Result<Incoming, ReadError> {
+        let data = if compressed {
+            inflate(&data, self.max_message)?
+        } else {
+            data
+        };
+        finish(text, data)
     }
 
     /// Reads what the socket has. With an unfinished large frame the read goes straight into
@@ -201,7 +244,7 @@ fn finish(text: bool, data: Bytes) -> Result<Incoming, ReadError> {
 /// Fails a text message at the first byte that cannot be UTF-8; a sequence cut by a frame
 /// boundary waits for the next frame, unless this was the last.
 fn check_utf8(partial: &mut Partial, fin: bool) -> Result<(), ReadError> {
-    if !partial.text {
+    if !partial.text || partial.compressed {
         return Ok(());
     }
     match std::str::from_utf8(&partial.data[partial.checked..]) {

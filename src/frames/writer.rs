@@ -9,6 +9,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use super::codec::{put_header, MAX_HEADER};
+use super::deflate::{compress, Deflate};
 use super::{truncate, Outgoing};
 
 /// Slices per write call: a batch of 64 frames is one call (Linux takes up to 1024).
@@ -22,6 +23,9 @@ pub struct FrameWriter<W> {
     /// Headers of the batch being gathered; `parts` holds them split off, beside payloads.
     headers: BytesMut,
     parts: Vec<Bytes>,
+    deflate: Option<Deflate>,
+    /// Smaller messages go out uncompressed: deflate would save too little to pay for itself.
+    compress_from: usize,
 }
 
 /// A Close frame's payload: the code (none for 1005, which is never sent) and the reason.
@@ -42,25 +46,66 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             io,
             headers: BytesMut::new(),
             parts: Vec::new(),
+            deflate: None,
+            compress_from: usize::MAX,
+        }
+    }
+
+    /// Compresses data messages of `compress_from` bytes or more (permessage-deflate).
+    pub fn with_deflate(mut self, deflate: Option<Deflate>, compress_from: usize) -> Self {
+        self.deflate = deflate;
+        self.compress_from = compress_from;
+        self
+    }
+
+    /// The deflate window to compress a message of `len` bytes with, if it is to be.
+    fn compress_with(&self, len: usize) -> Option<u8> {
+        self.deflate
+            .filter(|_| len >= self.compress_from)
+            .map(|d| d.server_window_bits)
+    }
+
+    /// A data frame's opcode, payload and RSV1.
+    fn data(&self, opcode: Data, payload: Bytes) -> (OpCode, Bytes, bool) {
+        match self.compress_with(payload.len()) {
+            Some(bits) => (OpCode::Data(opcode), compress(&payload, bits), true),
+            None => (OpCode::Data(opcode), payload, false),
         }
     }
 
     /// Adds a frame to the batch; `flush` sends the batch.
     pub fn feed(&mut self, out: Outgoing) {
-        let (opcode, payload) = match out {
-            Outgoing::Text(text) => (OpCode::Data(Data::Text), Bytes::from(text)),
-            Outgoing::Binary(data) => (OpCode::Data(Data::Binary), data),
-            Outgoing::Ping => (OpCode::Control(Control::Ping), Bytes::new()),
-            Outgoing::Pong(data) => (OpCode::Control(Control::Pong), data),
-            Outgoing::Close(code, reason) => (
-                OpCode::Control(Control::Close),
-                close_payload(code, &reason),
-            ),
+        let control = |op| (OpCode::Control(op), false);
+        let ((opcode, compressed), payload) = match out {
+            Outgoing::Text(text) => {
+                let (op, payload, rsv1) = self.data(Data::Text, Bytes::from(text));
+                ((op, rsv1), payload)
+            }
+            Outgoing::Binary(data) => {
+                let (op, payload, rsv1) = self.data(Data::Binary, data);
+                ((op, rsv1), payload)
+            }
+            Outgoing::Shared(shared) => {
+                let op = OpCode::Data(if shared.text {
+                    Data::Text
+                } else {
+                    Data::Binary
+                });
+                match self.compress_with(shared.data.len()) {
+                    Some(bits) => ((op, true), shared.deflated(bits)),
+                    None => ((op, false), shared.data.clone()),
+                }
+            }
+            Outgoing::Ping => (control(Control::Ping), Bytes::new()),
+            Outgoing::Pong(data) => (control(Control::Pong), data),
+            Outgoing::Close(code, reason) => {
+                (control(Control::Close), close_payload(code, &reason))
+            }
         };
         if self.headers.capacity() - self.headers.len() < MAX_HEADER {
             self.headers.reserve(KEEP_HEADERS);
         }
-        put_header(&mut self.headers, opcode, payload.len());
+        put_header(&mut self.headers, opcode, payload.len(), compressed);
         self.parts.push(self.headers.split().freeze());
         if !payload.is_empty() {
             self.parts.push(payload);

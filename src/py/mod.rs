@@ -8,6 +8,7 @@ mod errors;
 mod http;
 mod logs;
 mod metrics;
+mod settings;
 mod tls;
 
 use pyo3::prelude::*;
@@ -17,7 +18,7 @@ fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Core>()?;
     m.add_class::<core::Batch>()?;
     m.add_class::<chat::ChatCore>()?;
-    m.add_function(wrap_pyfunction!(core::default_settings, m)?)?;
+    m.add_function(wrap_pyfunction!(settings::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::call_hook, m)?)?;
     m.add_function(wrap_pyfunction!(http::http_next, m)?)?;
     m.add_function(wrap_pyfunction!(http::http_respond, m)?)?;
