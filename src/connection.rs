@@ -1,11 +1,12 @@
 //! One WebSocket connection's send handle: what rooms, the heartbeat and the API hold. Sending
-//! never blocks; a full queue applies the overflow policy. The tasks that run the connection
-//! are in `session.rs`.
+//! never blocks; a full queue applies the overflow policy, and a producer that would rather
+//! wait awaits `drain()`. The tasks that run the connection are in `session.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use event_listener::Event;
 use tokio::sync::mpsc;
 
 use crate::config::OverflowPolicy;
@@ -41,6 +42,11 @@ pub struct ConnHandle {
     pub(crate) queued_bytes: AtomicUsize,
     /// Set by the reader on every frame, cleared by each heartbeat sweep.
     pub(crate) alive: AtomicBool,
+    /// Set by a `drain()` waiter (after it starts listening), cleared by whoever wakes it: the
+    /// writer checks one flag per batch while nobody waits.
+    drain_wanted: AtomicBool,
+    /// Wakes `drain()` waiters. One null pointer until something first waits on it.
+    drained: Event,
     /// Set while the reader waits for the application to catch up: the client is not silent,
     /// the server is not listening, so the heartbeat must not reap it.
     pub(crate) paused: AtomicBool,
@@ -77,6 +83,8 @@ impl ConnHandle {
             app_heartbeat: cfg.app_heartbeat,
             queued_bytes: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
+            drain_wanted: AtomicBool::new(false),
+            drained: Event::new(),
             paused: AtomicBool::new(false),
             open: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
@@ -95,6 +103,72 @@ impl ConnHandle {
 
     pub fn buffered_amount(&self) -> usize {
         self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The queue is at or below its low-water mark: at most half of `queue_bytes` bytes and
+    /// half of `queue_size` frames wait. Below it, a message of up to `queue_bytes / 2` bytes
+    /// fits.
+    pub fn below_low_water(&self) -> bool {
+        // SeqCst: a waiter's flag store and this load, against the writer's subtraction and
+        // its flag load, are the two halves of a Dekker pair (see `drain`).
+        let bytes = self.queued_bytes.load(Ordering::SeqCst);
+        let frames = self.queue_size - self.tx.capacity();
+        bytes <= self.queue_bytes / 2 && frames <= self.queue_size / 2
+    }
+
+    /// Nothing to wait for: the queue is below its low-water mark, or the connection is
+    /// closing or gone (its queue will never drain, and `send` refuses it).
+    pub fn drain_ready(&self) -> bool {
+        !self.open.load(Ordering::SeqCst) || self.tx.is_closed() || self.below_low_water()
+    }
+
+    /// Resolves once the queue is at or below its low-water mark, or the connection closes.
+    /// Any number of tasks may wait, on any runtime; none costs a thread.
+    pub async fn drain(&self) {
+        loop {
+            if self.drain_ready() {
+                return;
+            }
+            // Listen first, then raise the flag, then look again: a writer that subtracts
+            // after our look sees the flag and wakes the listener.
+            let listener = self.drained.listen();
+            self.drain_wanted.store(true, Ordering::SeqCst);
+            if self.drain_ready() {
+                return;
+            }
+            tokio::select! {
+                _ = listener => {}
+                // The writer is gone (the connection ended without a close request of ours).
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// `drain`, for at most `timeout` (`None`: no limit). False if the time ran out first.
+    pub async fn drain_for(&self, timeout: Option<Duration>) -> bool {
+        match timeout {
+            None => {
+                self.drain().await;
+                true
+            }
+            Some(t) => tokio::time::timeout(t, self.drain()).await.is_ok(),
+        }
+    }
+
+    /// The writer put `bytes` of the queue on the socket: subtracts them and, when someone
+    /// waits in `drain` and the queue is now below its low-water mark, wakes them.
+    pub(crate) fn written(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+        if self.drain_wanted.load(Ordering::SeqCst) && self.below_low_water() {
+            self.wake_drainers();
+        }
+    }
+
+    /// Wakes every `drain` waiter (they look again). Allocates nothing when none ever waited.
+    fn wake_drainers(&self) {
+        if self.drain_wanted.swap(false, Ordering::SeqCst) {
+            self.drained.notify(usize::MAX);
+        }
     }
 
     /// Messages dropped by the `drop` overflow policy.
@@ -191,7 +265,9 @@ impl ConnHandle {
             }
             *req = Some(CloseRequest { code, reason, wait });
         }
-        self.open.store(false, Ordering::Release);
+        // SeqCst: `drain` raises its flag, then reads this (see `below_low_water`).
+        self.open.store(false, Ordering::SeqCst);
+        self.wake_drainers();
         if urgent {
             self.urgent.raise();
         }
@@ -207,6 +283,29 @@ impl ConnHandle {
         // A plain store: the sweeper only needs to see it eventually.
         self.alive.store(true, Ordering::Relaxed);
     }
+}
+
+/// Waits until every one of `members` is drained (see `ConnHandle::drain`) or `timeout`
+/// passes; returns the ids of those still above their low-water mark, in `members`' order.
+/// One task, whatever the number of members: each is waited for in turn, and one already
+/// drained costs a few loads.
+pub async fn drain_all(members: &[Arc<ConnHandle>], timeout: Option<Duration>) -> Vec<ConnId> {
+    let all = async {
+        for member in members {
+            member.drain().await;
+        }
+    };
+    match timeout {
+        None => all.await,
+        Some(t) => {
+            let _ = tokio::time::timeout(t, all).await;
+        }
+    }
+    members
+        .iter()
+        .filter(|m| !m.drain_ready())
+        .map(|m| m.id)
+        .collect()
 }
 
 /// One connection as a heartbeat sweep sees it, with the application-level ping it gets (the
@@ -256,5 +355,152 @@ impl Beat for Pulse {
         if self.handle.terminate(1011, reason) {
             self.handle.metrics.heartbeat_timeout();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::frames::Text;
+
+    fn handle(
+        queue_size: usize,
+        queue_bytes: usize,
+    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outgoing>) {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let hub = Hub::new(Config {
+            queue_size,
+            queue_bytes,
+            ..Config::default()
+        });
+        let info = Arc::new(ConnInfo {
+            path: "/".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            subprotocols: Vec::new(),
+            subprotocol: None,
+        });
+        ConnHandle::new(NEXT.fetch_add(1, Ordering::Relaxed), info, &hub)
+    }
+
+    fn text(len: usize) -> Outgoing {
+        Outgoing::Text(Text::from("x".repeat(len)))
+    }
+
+    /// What the writer does with `n` frames: takes them off the queue, then counts them
+    /// written.
+    fn write(h: &ConnHandle, rx: &mut mpsc::Receiver<Outgoing>, n: usize) {
+        let bytes: usize = (0..n).map(|_| rx.try_recv().unwrap().len()).sum();
+        h.written(bytes);
+    }
+
+    async fn pending(h: &ConnHandle) -> bool {
+        tokio::time::timeout(Duration::from_millis(30), h.drain())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn drain_waits_above_the_low_water_mark_and_wakes_below_it() {
+        let (h, mut rx) = handle(100, 1000);
+        h.drain().await; // empty: at once
+        for _ in 0..4 {
+            assert!(h.send(text(200)));
+        }
+        assert!(!h.below_low_water());
+        assert!(pending(&h).await);
+
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move { h.drain_for(Some(Duration::from_secs(5))).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        write(&h, &mut rx, 1); // 600 left: still above 500
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        write(&h, &mut rx, 1); // 400: at or below half
+        assert!(waiter.await.unwrap());
+        assert!(h.below_low_water());
+        // Nobody waits now: the writer raises nothing.
+        write(&h, &mut rx, 2);
+        assert_eq!(h.buffered_amount(), 0);
+        assert!(!h.drain_wanted.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn drain_counts_frames_too() {
+        let (h, mut rx) = handle(10, 1 << 20);
+        for _ in 0..6 {
+            assert!(h.send(text(1)));
+        }
+        assert!(pending(&h).await, "6 of 10 frames is above half");
+        write(&h, &mut rx, 1);
+        assert!(!pending(&h).await);
+    }
+
+    #[tokio::test]
+    async fn many_waiters_all_wake() {
+        let (h, mut rx) = handle(100, 1000);
+        assert!(h.send(text(600)));
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.drain_for(Some(Duration::from_secs(5))).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        write(&h, &mut rx, 1);
+        for w in waiters {
+            assert!(w.await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_returns_false() {
+        let (h, _rx) = handle(100, 1000);
+        assert!(h.send(text(600)));
+        assert!(!h.drain_for(Some(Duration::from_millis(20))).await);
+        assert!(!h.drain_for(Some(Duration::ZERO)).await);
+    }
+
+    #[tokio::test]
+    async fn a_close_ends_the_wait() {
+        let (h, _rx) = handle(100, 1000);
+        assert!(h.send(text(600)));
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move { h.drain_for(Some(Duration::from_secs(5))).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        h.close(1000, String::new());
+        assert!(waiter.await.unwrap());
+        assert!(h.drain_ready());
+    }
+
+    #[tokio::test]
+    async fn the_writer_ending_ends_the_wait() {
+        let (h, rx) = handle(100, 1000);
+        assert!(h.send(text(600)));
+        let waiter = {
+            let h = h.clone();
+            tokio::spawn(async move { h.drain_for(Some(Duration::from_secs(5))).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(rx); // the connection ended: its writer task is gone, the queue never drains
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn drain_all_names_the_members_still_above() {
+        let (fast, _fast_rx) = handle(100, 1000);
+        let (slow, mut slow_rx) = handle(100, 1000);
+        let members = [fast.clone(), slow.clone()];
+        assert!(slow.send(text(600)));
+        let ids = drain_all(&members, Some(Duration::from_millis(30))).await;
+        assert_eq!(ids, vec![slow.id]);
+        write(&slow, &mut slow_rx, 1);
+        assert!(drain_all(&members, None).await.is_empty());
     }
 }

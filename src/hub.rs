@@ -277,6 +277,11 @@ impl Hub {
         self.rooms.lock().unwrap().member_ids(room)
     }
 
+    /// This node's members of `room`, to wait on their queues (`Room.drain`).
+    pub fn room_handles(&self, room: &str) -> Vec<Arc<ConnHandle>> {
+        self.rooms.lock().unwrap().members_except(room, &[])
+    }
+
     pub fn room_names(&self) -> Vec<String> {
         self.rooms.lock().unwrap().names()
     }

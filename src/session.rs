@@ -505,7 +505,7 @@ async fn write_loop(
             return;
         }
         // Written to the socket now: once per batch, not per frame.
-        handle.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        handle.written(bytes);
         handle.traffic.sent(messages, payload);
     }
 }

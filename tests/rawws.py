@@ -11,8 +11,21 @@ from typing import Optional
 
 
 class RawClient:
-    def __init__(self, port: int, path: str = "/", headers: Optional[dict[str, str]] = None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(
+        self,
+        port: int,
+        path: str = "/",
+        headers: Optional[dict[str, str]] = None,
+        rcvbuf: Optional[int] = None,
+    ):
+        if rcvbuf is None:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        else:
+            # Set before connecting, so that the window the handshake offers is small too.
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(10)
+            self.sock.connect(("127.0.0.1", port))
         self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [

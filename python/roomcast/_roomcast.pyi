@@ -1,5 +1,6 @@
 """The native core (Rust). Internal: use the ``roomcast`` package instead."""
 
+from collections.abc import Awaitable
 from typing import Any, Callable, Optional, Union, final
 
 _InfoTuple = tuple[str, str, list[tuple[str, str]], tuple[str, int], list[str], Optional[str]]
@@ -12,6 +13,12 @@ class ConnectionClosed(RoomcastError): ...
 def default_settings() -> dict[str, Any]: ...
 def reload_tls(core: Core) -> None: ...
 def call_hook(hook: Callable[..., Any], *args: Any) -> Any: ...
+def conn_drain(
+    core: Core, id: int, timeout: Optional[float] = None
+) -> Optional[Awaitable[bool]]: ...
+def room_drain(
+    core: Core, room: str, timeout: Optional[float] = None
+) -> Optional[Awaitable[list[int]]]: ...
 def http_next(
     core: Core, timeout: float
 ) -> Optional[

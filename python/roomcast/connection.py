@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from urllib.parse import parse_qsl
 
 from ._payload import encode
+from ._roomcast import conn_drain as _conn_drain
 
 if TYPE_CHECKING:
     from ._roomcast import Core
@@ -49,7 +50,8 @@ class Request:
 
 
 class Connection:
-    """One open WebSocket. Safe to use from any thread; no method blocks.
+    """One open WebSocket. Safe to use from any thread; no method blocks (``drain`` is
+    awaited, from async code).
 
     ``state`` is a plain dict for your own per-connection data. Connections are the same
     object in every hook of one connection's life.
@@ -90,12 +92,36 @@ class Connection:
         """Queue a message: ``str`` as text, ``bytes`` as binary, dict/list as JSON text.
 
         Returns at once. When the client reads too slowly and its queue (``queue_size``
-        frames) is full, the server's ``overflow`` policy applies: ``"close"`` (default)
-        closes it with 1013, ``"drop"`` drops the message. Raises ``ConnectionClosed`` if
-        the connection has closed. From a hook, messages leave in order when the hook's
+        frames, ``queue_bytes`` bytes) is full, the server's ``overflow`` policy applies:
+        ``"close"`` (default) closes it with 1013, ``"drop"`` drops the message; a producer
+        that would rather wait awaits ``drain()`` between sends. Raises ``ConnectionClosed``
+        if the connection has closed. From a hook, messages leave in order when the hook's
         batch is done (at most about a millisecond later); see ``Room.broadcast``.
         """
         self._core.send(self.id, encode(message))
+
+    async def drain(self, timeout: Optional[float] = None) -> bool:
+        """Wait until this client's queue has room: backpressure for async producers.
+
+        Returns True at once when the queue is at or below its low-water mark, half its
+        bounds: at most ``queue_bytes / 2`` bytes and ``queue_size / 2`` frames waiting. Else
+        waits until the client has read enough for that, and returns True; or returns False
+        when ``timeout`` seconds (``None``: no limit) pass first. Below the mark a message of
+        up to ``queue_bytes / 2`` bytes is sure to fit, so a producer that awaits ``drain()``
+        before each such ``send`` never meets the overflow policy::
+
+            for chunk in chunks:
+                await conn.drain()
+                conn.send(chunk)
+
+        A connection that closes (or has closed) ends the wait with True, raising nothing:
+        the next ``send`` raises ``ConnectionClosed``, and ``is_open`` tells. Any number of
+        coroutines may wait; none holds a thread. Await it from a coroutine on a running
+        asyncio loop (an async hook, or code beside ``async with app.serve()``); cancelling
+        it stops the wait. Sync hooks can read ``buffered_amount`` instead.
+        """
+        waiting = _conn_drain(self._core, self.id, timeout)
+        return True if waiting is None else await waiting
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close after the messages already queued. Idempotent."""

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ._payload import encode
+from ._roomcast import room_drain as _room_drain
 from .connection import Connection
 
 if TYPE_CHECKING:
@@ -52,6 +53,28 @@ class Room:
         count concern this node's members.
         """
         return self._core.broadcast(self.name, encode(message), exclude_ids(exclude))
+
+    async def drain(self, timeout: Optional[float] = None) -> list[Connection]:
+        """Wait until every member of this process has room in its queue.
+
+        ``Connection.drain`` for the whole room in one wait: returns once every local member
+        (those at the time of the call) is at or below its low-water mark (half its queue
+        bounds) or has closed, or when ``timeout`` seconds (``None``: no limit) pass. Returns
+        the members still above the mark: an empty list when all drained, else the slow
+        ones, to wait for again, or to close. ``[]`` at once when nobody is behind::
+
+            room.broadcast(frame)
+            if slow := await room.drain(timeout=1.0):
+                for conn in slow:
+                    conn.close(1013, "too slow")
+
+        Members on other nodes (with a broker) are not waited for.
+        """
+        waiting = _room_drain(self._core, self.name, timeout)
+        if waiting is None:
+            return []
+        found = (self._lookup(i) for i in await waiting)
+        return [c for c in found if c is not None]
 
     @property
     def count(self) -> int:

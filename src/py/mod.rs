@@ -4,6 +4,7 @@
 mod broker;
 mod chat;
 mod core;
+mod drain;
 mod errors;
 mod http;
 mod logs;
@@ -20,6 +21,8 @@ fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<chat::ChatCore>()?;
     m.add_function(wrap_pyfunction!(settings::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::call_hook, m)?)?;
+    m.add_function(wrap_pyfunction!(drain::conn_drain, m)?)?;
+    m.add_function(wrap_pyfunction!(drain::room_drain, m)?)?;
     m.add_function(wrap_pyfunction!(http::http_next, m)?)?;
     m.add_function(wrap_pyfunction!(http::http_respond, m)?)?;
     m.add_function(wrap_pyfunction!(logs::next_log_records, m)?)?;
@@ -27,5 +30,6 @@ fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tls::reload_tls, m)?)?;
     errors::register(m)?;
     logs::install();
+    drain::init_runtime();
     Ok(())
 }
