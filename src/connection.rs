@@ -12,7 +12,7 @@ use crate::config::OverflowPolicy;
 use crate::envelope;
 use crate::events::ConnInfo;
 use crate::frames::{Outgoing, Text};
-use crate::heartbeat::Beat;
+use crate::heartbeat::{Beat, Liveness};
 use crate::hub::Hub;
 use crate::metrics::{Metrics, Traffic, TrafficTotals};
 use crate::signal::Signal;
@@ -39,8 +39,8 @@ pub struct ConnHandle {
     pub(crate) app_heartbeat: bool,
     /// Payload bytes queued and not yet handed to the socket.
     pub(crate) queued_bytes: AtomicUsize,
-    /// Set by the reader on every frame, cleared by each heartbeat sweep.
-    pub(crate) alive: AtomicBool,
+    /// Whether a frame arrived since the last heartbeat sweep, and whether that sweep pinged.
+    pub(crate) liveness: Liveness,
     /// Set while the reader waits for the application to catch up: the client is not silent,
     /// the server is not listening, so the heartbeat must not reap it.
     pub(crate) paused: AtomicBool,
@@ -76,7 +76,7 @@ impl ConnHandle {
             close_timeout: cfg.close_timeout,
             app_heartbeat: cfg.app_heartbeat,
             queued_bytes: AtomicUsize::new(0),
-            alive: AtomicBool::new(true),
+            liveness: Liveness::default(),
             paused: AtomicBool::new(false),
             open: AtomicBool::new(true),
             dropped: AtomicU64::new(0),
@@ -203,9 +203,10 @@ impl ConnHandle {
         self.close_request.lock().unwrap().clone()
     }
 
+    /// Called on every frame received: a relaxed load, and a store once per sweep at most.
+    #[inline]
     pub(crate) fn mark_alive(&self) {
-        // A plain store: the sweeper only needs to see it eventually.
-        self.alive.store(true, Ordering::Relaxed);
+        self.liveness.heard();
     }
 }
 
@@ -231,13 +232,21 @@ impl Pulse {
 }
 
 impl Beat for Pulse {
-    fn take_alive(&self) -> bool {
-        let h = &self.handle;
-        h.alive.swap(false, Ordering::Relaxed) || h.paused.load(Ordering::Relaxed)
+    fn liveness(&self) -> &Liveness {
+        &self.handle.liveness
+    }
+
+    fn excused(&self) -> bool {
+        self.handle.paused.load(Ordering::Relaxed)
     }
 
     fn ping(&self) {
         self.handle.send(Outgoing::Ping);
+    }
+
+    /// The JSON heartbeat goes every interval, heard from or not: the chat protocol promises
+    /// it, and clients take a server that sends nothing for an interval as gone.
+    fn every_sweep(&self) {
         if let Some(ping) = &self.app_ping {
             self.handle.send(Outgoing::Text(ping.clone()));
         }

@@ -18,6 +18,7 @@ use crate::dispatch::{Dispatcher, Pushed};
 use crate::error::Error;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::Outgoing;
+use crate::heartbeat::{self, Slice};
 use crate::http::HttpExchange;
 use crate::limits::ConnLimits;
 use crate::metrics::{self, Metrics, TrafficTotals};
@@ -68,8 +69,44 @@ pub struct Hub {
 /// never go backwards.
 #[derive(Default)]
 struct Open {
-    handles: HashMap<ConnId, Arc<ConnHandle>>,
+    handles: Shards,
     retired: TrafficTotals,
+}
+
+/// The open connections by id, in `heartbeat::SHARDS` maps (by `id % SHARDS`): a heartbeat
+/// tick lists its slice of them without walking the others.
+struct Shards(Vec<HashMap<ConnId, Arc<ConnHandle>>>);
+
+impl Default for Shards {
+    fn default() -> Self {
+        Self((0..heartbeat::SHARDS).map(|_| HashMap::new()).collect())
+    }
+}
+
+impl Shards {
+    fn insert(&mut self, handle: Arc<ConnHandle>) {
+        self.0[heartbeat::shard(handle.id)].insert(handle.id, handle);
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Arc<ConnHandle>> {
+        self.0[heartbeat::shard(id)].remove(&id)
+    }
+
+    fn get(&self, id: ConnId) -> Option<&Arc<ConnHandle>> {
+        self.0[heartbeat::shard(id)].get(&id)
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(HashMap::len).sum()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<ConnHandle>> {
+        self.0.iter().flat_map(HashMap::values)
+    }
+
+    fn slice(&self, slice: Slice) -> impl Iterator<Item = &Arc<ConnHandle>> {
+        slice.shards().flat_map(|s| self.0[s].values())
+    }
 }
 
 /// The longest a deferred send waits (a hook that sends, then blocks, still gets it out).
@@ -145,13 +182,13 @@ impl Hub {
     }
 
     pub fn register(&self, handle: Arc<ConnHandle>) {
-        self.conns.lock().unwrap().handles.insert(handle.id, handle);
+        self.conns.lock().unwrap().handles.insert(handle);
     }
 
     pub fn unregister(&self, id: ConnId) {
         {
             let mut open = self.conns.lock().unwrap();
-            if let Some(handle) = open.handles.remove(&id) {
+            if let Some(handle) = open.handles.remove(id) {
                 open.retired += handle.traffic_totals();
             }
         }
@@ -183,7 +220,7 @@ impl Hub {
             .lock()
             .unwrap()
             .handles
-            .get(&id)
+            .get(id)
             .cloned()
             .ok_or(Error::NotOpen(id))
     }
@@ -306,9 +343,13 @@ impl Hub {
         n
     }
 
-    /// Every connection with the application-level ping it gets, for a heartbeat sweep.
-    pub fn pulses(&self) -> Vec<Pulse> {
-        let handles = self.snapshot();
+    /// The connections of one heartbeat slice (`Slice::ALL`: every one), with the
+    /// application-level ping each gets. The lock is held while the slice's handles are listed.
+    pub fn pulses(&self, slice: Slice) -> Vec<Pulse> {
+        let handles: Vec<_> = {
+            let open = self.conns.lock().unwrap();
+            open.handles.slice(slice).cloned().collect()
+        };
         match &self.chat {
             Some(chat) => chat.pulses(handles),
             None => handles.into_iter().map(Pulse::plain).collect(),
