@@ -55,9 +55,11 @@ pub struct Config {
     /// message larger than this still goes out when the queue is empty.
     pub queue_bytes: usize,
     pub overflow: OverflowPolicy,
-    /// Sweep period; `None` turns the heartbeat off.
+    /// Each connection is swept once per interval (a silent one is pinged, one silent since
+    /// its Ping is closed); `None` turns the heartbeat off.
     pub heartbeat_interval: Option<Duration>,
-    /// Also send `{"event":"heartbeat","message":"ping"}` each sweep and answer the text `ping`.
+    /// Also send `{"event":"heartbeat","message":"ping"}` at each sweep of a connection (heard
+    /// from or not) and answer the text `ping`.
     pub app_heartbeat: bool,
     /// Bytes one read takes from a socket, into the I/O thread's scratch buffer (an idle
     /// connection holds no read buffer of its own).

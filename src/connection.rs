@@ -10,10 +10,10 @@ use event_listener::Event;
 use tokio::sync::mpsc;
 
 use crate::config::OverflowPolicy;
-use crate::envelope;
+
 use crate::events::ConnInfo;
-use crate::frames::{Outgoing, Text};
-use crate::heartbeat::Beat;
+use crate::frames::Outgoing;
+use crate::heartbeat::Liveness;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, Traffic, TrafficTotals};
 use crate::signal::Signal;
@@ -40,8 +40,8 @@ pub struct ConnHandle {
     pub(crate) app_heartbeat: bool,
     /// Payload bytes queued and not yet handed to the socket.
     pub(crate) queued_bytes: AtomicUsize,
-    /// Set by the reader on every frame, cleared by each heartbeat sweep.
-    pub(crate) alive: AtomicBool,
+    /// Whether a frame arrived since the last heartbeat sweep, and whether that sweep pinged.
+    pub(crate) liveness: Liveness,
     /// Set by a `drain()` waiter (after it starts listening), cleared by whoever wakes it: the
     /// writer checks one flag per batch while nobody waits.
     drain_wanted: AtomicBool,
@@ -55,7 +55,7 @@ pub struct ConnHandle {
     /// Data messages in and out; the reader and the writer each write their half.
     pub(crate) traffic: Traffic,
     /// The server's counters, for the events a handle sees (overflow, heartbeat timeout).
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     // std Mutex: set once per connection, read by the reader and writer, never across .await.
     close_request: Mutex<Option<CloseRequest>>,
     /// Tells the writer to send the Close frame now, ahead of the queue.
@@ -82,7 +82,7 @@ impl ConnHandle {
             close_timeout: cfg.close_timeout,
             app_heartbeat: cfg.app_heartbeat,
             queued_bytes: AtomicUsize::new(0),
-            alive: AtomicBool::new(true),
+            liveness: Liveness::default(),
             drain_wanted: AtomicBool::new(false),
             drained: Event::new(),
             paused: AtomicBool::new(false),
@@ -279,9 +279,10 @@ impl ConnHandle {
         self.close_request.lock().unwrap().clone()
     }
 
+    /// Called on every frame received: a relaxed load, and a store once per sweep at most.
+    #[inline]
     pub(crate) fn mark_alive(&self) {
-        // A plain store: the sweeper only needs to see it eventually.
-        self.alive.store(true, Ordering::Relaxed);
+        self.liveness.heard();
     }
 }
 
@@ -308,55 +309,7 @@ pub async fn drain_all(members: &[Arc<ConnHandle>], timeout: Option<Duration>) -
         .collect()
 }
 
-/// One connection as a heartbeat sweep sees it, with the application-level ping it gets (the
-/// static JSON ping, the chat preset's with its room's `num`, or none).
-pub struct Pulse {
-    handle: Arc<ConnHandle>,
-    app_ping: Option<Text>,
-}
-
-impl Pulse {
-    pub fn new(handle: Arc<ConnHandle>, app_ping: Option<Text>) -> Self {
-        Self { handle, app_ping }
-    }
-
-    /// The plain server's pulse: the static JSON ping when `app_heartbeat` is on.
-    pub fn plain(handle: Arc<ConnHandle>) -> Self {
-        let app_ping = handle
-            .app_heartbeat
-            .then(|| Text::from_static(envelope::HEARTBEAT_PING));
-        Self { handle, app_ping }
-    }
-}
-
-impl Beat for Pulse {
-    fn take_alive(&self) -> bool {
-        let h = &self.handle;
-        h.alive.swap(false, Ordering::Relaxed) || h.paused.load(Ordering::Relaxed)
-    }
-
-    fn ping(&self) {
-        self.handle.send(Outgoing::Ping);
-        if let Some(ping) = &self.app_ping {
-            self.handle.send(Outgoing::Text(ping.clone()));
-        }
-    }
-
-    fn expire(&self, interval: Duration) {
-        let id = self.handle.id;
-        log::info!(
-            "connection {id}: heartbeat timeout, nothing received for {:.1} s; closing",
-            interval.as_secs_f64()
-        );
-        let reason = format!(
-            "heartbeat timeout: nothing received for {:.1} s",
-            interval.as_secs_f64()
-        );
-        if self.handle.terminate(1011, reason) {
-            self.handle.metrics.heartbeat_timeout();
-        }
-    }
-}
+pub use crate::pulse::Pulse;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod proxies;
+pub mod pulse;
 pub mod ratelimit;
 pub mod request;
 pub mod rooms;

@@ -149,7 +149,7 @@ impl Server {
             let mut stop = signal.clone();
             runtime.spawn(heartbeat::run(
                 interval,
-                move || sweep_hub.pulses(),
+                move |slice| sweep_hub.pulses(slice),
                 async move {
                     let _ = stop.wait_for(Option::is_some).await;
                 },
@@ -193,13 +193,13 @@ impl Server {
         Some(handle.block_on(work))
     }
 
-    /// One heartbeat sweep now, as the timer would run it (for tests that must not wait an
-    /// interval). False when the heartbeat is off.
+    /// One heartbeat sweep of every connection now, as the timer's ticks would run it over an
+    /// interval (for tests that must not wait). False when the heartbeat is off.
     pub fn sweep_now(&self) -> bool {
         let Some(interval) = self.hub.config.heartbeat_interval else {
             return false;
         };
-        heartbeat::sweep(&self.hub.pulses(), interval);
+        heartbeat::sweep(&self.hub.pulses(heartbeat::Slice::ALL), interval);
         true
     }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 from websockets.sync.client import connect
@@ -16,8 +15,8 @@ CHUNK = "z" * 65536
 
 
 def slow_reader(port: int) -> RawClient:
-    client = RawClient(port)
-    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # Set before connecting, so the window the client advertises stays small.
+    client = RawClient(port, rcvbuf=4096)
     assert client.handshake().startswith("HTTP/1.1 101")
     return client
 

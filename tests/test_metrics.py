@@ -205,7 +205,7 @@ def test_a_heartbeat_reap_is_counted(start):
     assert silent.handshake().startswith("HTTP/1.1 101")
     with connect(server.url) as answering:  # websockets answers pings by itself
         settled(server, connections_open=2)
-        assert server.sweep_heartbeat()  # both were heard from: pinged
+        assert server.sweep_heartbeat()  # neither has sent a frame yet: both pinged
         answering.send("still here")
         settled(server, messages_received=1)
         assert server.sweep_heartbeat()  # the silent one sent nothing since: closed

@@ -354,7 +354,7 @@ def test_two_sweeps_reap_a_client_that_answers_nothing(
     silent = RawClient(server.port)  # never answers a Ping
     assert silent.handshake().startswith("HTTP/1.1 101")
     wait_for(lambda: len(opened) == 2, what="both connected")
-    assert server.sweep_heartbeat()  # a new connection counts as heard from: pinged
+    assert server.sweep_heartbeat()  # a new connection has not been heard from: pinged
     assert silent.recv_frame()[0] == 0x9
     assert not closed
     answering.ping()  # its Pong to the sweep's Ping may still be on its way: this one is not

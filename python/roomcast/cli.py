@@ -213,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
         "--heartbeat-interval",
         type=float,
         default=30.0,
-        help="seconds between heartbeats; silent clients are closed after one more (30)",
+        help="heartbeat interval: a silent client is pinged, closed an interval later (30)",
     )
     d.set_defaults(run=_demo)
     return p

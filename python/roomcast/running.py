@@ -48,9 +48,10 @@ class RunningServer:
         return self._core.port
 
     def sweep_heartbeat(self) -> bool:
-        """Run one heartbeat sweep now, as the timer would (ping the connections that were
-        heard from since the last sweep, close the others): tests of reaping and of the
-        JSON heartbeat need not wait an interval. False when the heartbeat is off."""
+        """Run one heartbeat sweep of every connection now, as the timer does over an interval
+        (nothing to a connection heard from since its last sweep, a Ping to a silent one, 1011
+        to one still silent since its Ping; the JSON heartbeat, if on, to all that stay): tests
+        of reaping and of the JSON heartbeat need not wait. False when the heartbeat is off."""
         return self._core.sweep_now()
 
     def stats(self) -> dict[str, Any]:

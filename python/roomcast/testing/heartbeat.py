@@ -1,12 +1,13 @@
 """Heartbeats without waiting: reap the silent connections of a server now.
 
-``server.sweep_heartbeat()`` runs one sweep as the timer would: it pings every connection heard
-from since the previous sweep (and sends the JSON heartbeat when ``app_heartbeat`` is on, with
-``num`` on the chat preset) and closes the others with 1011. A new connection counts as heard
-from, so a client that answers nothing is reaped by the second sweep. ``reap_silent(server)``
-runs those two sweeps, each after every open ``roomcast.testing`` client of the server has
-round-tripped a Ping: a client that answers is never reaped by a race (the Pong to the
-previous sweep's Ping still on its way), however many times it is called.
+``server.sweep_heartbeat()`` runs one sweep of every connection as the timer would: nothing
+to a connection heard from since the previous sweep, a Ping to a silent one, 1011 to one still
+silent since its Ping (and the JSON heartbeat to every one that stays when ``app_heartbeat`` is
+on, with ``num`` on the chat preset). A new connection has not been heard from yet, so a client
+that answers nothing is pinged by the first sweep and reaped by the second.
+``reap_silent(server)`` runs two sweeps, each after every open ``roomcast.testing`` client of
+the server has round-tripped a Ping: a client that answers is never reaped by a race (a frame
+still on its way), however many times it is called.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
 
 def reap_silent(server: RunningServer, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Close, now, the connections of ``server`` that answer nothing (1011 "heartbeat
-    timeout", then ``on_disconnect``); the others get a Ping (and the JSON heartbeat, if on).
+    timeout", then ``on_disconnect``); the others stay (and get the JSON heartbeat, if on).
 
     Two heartbeat sweeps, each after a Ping round trip of every open test client of
     ``server`` (so those are heard from, whatever the timing of their last Pong). The reaped

@@ -2,11 +2,14 @@
 //! application calls on them (send, join, broadcast). A broadcast is built once and its bytes
 //! shared by all members. This is the one place a cross-process backplane will sit behind.
 
+mod deferred;
+
+use deferred::Deferred;
+pub use deferred::DEFER_AT_MOST;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-
-use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 
@@ -18,6 +21,7 @@ use crate::dispatch::{Dispatcher, Pushed};
 use crate::error::Error;
 use crate::events::{ConnInfo, Decision, Event, Routes};
 use crate::frames::Outgoing;
+use crate::heartbeat::{self, Slice};
 use crate::http::HttpExchange;
 use crate::limits::ConnLimits;
 use crate::metrics::{self, Metrics, TrafficTotals};
@@ -73,17 +77,44 @@ pub struct Hub {
 /// never go backwards.
 #[derive(Default)]
 struct Open {
-    handles: HashMap<ConnId, Arc<ConnHandle>>,
+    handles: Shards,
     retired: TrafficTotals,
 }
 
-/// The longest a deferred send waits (a hook that sends, then blocks, still gets it out).
-pub const DEFER_AT_MOST: Duration = Duration::from_millis(1);
+/// The open connections by id, in `heartbeat::SHARDS` maps (by `id % SHARDS`): a heartbeat
+/// tick lists its slice of them without walking the others.
+struct Shards(Vec<HashMap<ConnId, Arc<ConnHandle>>>);
 
-enum Deferred {
-    Send(Arc<ConnHandle>, Outgoing),
-    Room(Snapshot<Arc<ConnHandle>>, Vec<ConnId>, Outgoing),
-    All(Vec<Arc<ConnHandle>>, Outgoing),
+impl Default for Shards {
+    fn default() -> Self {
+        Self((0..heartbeat::SHARDS).map(|_| HashMap::new()).collect())
+    }
+}
+
+impl Shards {
+    fn insert(&mut self, handle: Arc<ConnHandle>) {
+        self.0[heartbeat::shard(handle.id)].insert(handle.id, handle);
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Arc<ConnHandle>> {
+        self.0[heartbeat::shard(id)].remove(&id)
+    }
+
+    fn get(&self, id: ConnId) -> Option<&Arc<ConnHandle>> {
+        self.0[heartbeat::shard(id)].get(&id)
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(HashMap::len).sum()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<ConnHandle>> {
+        self.0.iter().flat_map(HashMap::values)
+    }
+
+    fn slice(&self, slice: Slice) -> impl Iterator<Item = &Arc<ConnHandle>> {
+        slice.shards().flat_map(|s| self.0[s].values())
+    }
 }
 
 impl Hub {
@@ -152,13 +183,13 @@ impl Hub {
     }
 
     pub fn register(&self, handle: Arc<ConnHandle>) {
-        self.conns.lock().unwrap().handles.insert(handle.id, handle);
+        self.conns.lock().unwrap().handles.insert(handle);
     }
 
     pub fn unregister(&self, id: ConnId) {
         {
             let mut open = self.conns.lock().unwrap();
-            if let Some(handle) = open.handles.remove(&id) {
+            if let Some(handle) = open.handles.remove(id) {
                 open.retired += handle.traffic_totals();
             }
         }
@@ -190,7 +221,7 @@ impl Hub {
             .lock()
             .unwrap()
             .handles
-            .get(&id)
+            .get(id)
             .cloned()
             .ok_or(Error::NotOpen(id))
     }
@@ -318,9 +349,13 @@ impl Hub {
         n
     }
 
-    /// Every connection with the application-level ping it gets, for a heartbeat sweep.
-    pub fn pulses(&self) -> Vec<Pulse> {
-        let handles = self.snapshot();
+    /// The connections of one heartbeat slice (`Slice::ALL`: every one), with the
+    /// application-level ping each gets. The lock is held while the slice's handles are listed.
+    pub fn pulses(&self, slice: Slice) -> Vec<Pulse> {
+        let handles: Vec<_> = {
+            let open = self.conns.lock().unwrap();
+            open.handles.slice(slice).cloned().collect()
+        };
         match &self.chat {
             Some(chat) => chat.pulses(handles),
             None => handles.into_iter().map(Pulse::plain).collect(),
@@ -394,99 +429,11 @@ impl Local for Hub {
     }
 }
 
-impl Hub {
-    fn defer(&self, item: Deferred) {
-        let mut stash = self.deferred.lock().unwrap();
-        stash.push(item);
-        if stash.len() == 1 {
-            drop(stash);
-            self.deferred_started.notify_one();
-        }
-    }
-
-    /// Like `send`, applied by the I/O runtime at the end of the caller's batch (or after
-    /// `DEFER_AT_MOST`). For hook workers; the order of one thread's sends is kept.
-    pub fn send_deferred(&self, id: ConnId, out: Outgoing) -> Result<(), Error> {
-        let handle = self.get(id)?;
-        if !handle.is_open() {
-            return Err(Error::NotOpen(id));
-        }
-        self.defer(Deferred::Send(handle, out));
-        Ok(())
-    }
-
-    /// Like `broadcast_room` (or `broadcast_all` without a room), deferred as `send_deferred`.
-    /// Members are taken now; returns how many the frame is addressed to.
-    pub fn broadcast_deferred(
-        &self,
-        room: Option<&str>,
-        out: Outgoing,
-        exclude: &[ConnId],
-    ) -> usize {
-        self.publish(room, &out);
-        let Some(room) = room else {
-            let members: Vec<_> = self
-                .snapshot()
-                .into_iter()
-                .filter(|h| !exclude.contains(&h.id))
-                .collect();
-            let n = members.len();
-            self.metrics.broadcast(0);
-            self.defer(Deferred::All(members, out));
-            return n;
-        };
-        self.metrics.broadcast(0);
-        let Some(members) = self.rooms.lock().unwrap().snapshot(room) else {
-            return 0;
-        };
-        let n = members
-            .iter()
-            .filter(|(id, _)| !exclude.contains(id))
-            .count();
-        self.defer(Deferred::Room(members, exclude.to_vec(), out));
-        n
-    }
-
-    /// Ends the caller's batch: the flusher applies the stash now.
-    pub fn flush_deferred(&self) {
-        self.deferred_flush.notify_one();
-    }
-
-    /// Applies the stash on the calling thread.
-    pub fn apply_deferred(&self) {
-        let stash = std::mem::take(&mut *self.deferred.lock().unwrap());
-        for item in stash {
-            match item {
-                Deferred::Send(handle, out) => {
-                    handle.send(out);
-                }
-                // Counted as broadcasts when deferred; their deliveries now.
-                Deferred::Room(members, exclude, out) => {
-                    self.metrics
-                        .delivered(send_to_room(&members, &exclude, out));
-                }
-                Deferred::All(members, out) => {
-                    self.metrics.delivered(fan_out(&members, out));
-                }
-            }
-        }
-    }
-
-    /// The flusher task: applies deferred sends when a batch ends, or `DEFER_AT_MOST` after
-    /// the first one.
-    pub async fn run_deferred(self: Arc<Self>) {
-        loop {
-            self.deferred_started.notified().await;
-            tokio::select! {
-                _ = tokio::time::sleep(DEFER_AT_MOST) => {}
-                _ = self.deferred_flush.notified() => {}
-            }
-            self.apply_deferred();
-        }
-    }
-}
-
-fn send_to_room(members: &Snapshot<Arc<ConnHandle>>, exclude: &[ConnId], out: Outgoing) -> usize {
+pub(crate) fn send_to_room(
+    members: &Snapshot<Arc<ConnHandle>>,
+    exclude: &[ConnId],
+    out: Outgoing,
+) -> usize {
     let out = crate::frames::share(out);
     members
         .iter()
@@ -494,7 +441,7 @@ fn send_to_room(members: &Snapshot<Arc<ConnHandle>>, exclude: &[ConnId], out: Ou
         .count()
 }
 
-fn fan_out(members: &[Arc<ConnHandle>], out: Outgoing) -> usize {
+pub(crate) fn fan_out(members: &[Arc<ConnHandle>], out: Outgoing) -> usize {
     let out = crate::frames::share(out);
     members.iter().filter(|m| m.send(out.clone())).count()
 }

@@ -1,0 +1,69 @@
+//! A connection's writer: it owns the socket's write half and sends what is queued in batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::connection::ConnHandle;
+use crate::frames::{FrameWriter, Outgoing};
+use crate::tls::WriteHalf;
+
+/// Frames written before one flush: enough to batch, few enough to keep latency flat.
+const MAX_WRITE_BATCH: usize = 64;
+
+/// Writes queued frames: everything ready, then one flush.
+pub(super) async fn write_loop(
+    handle: Arc<ConnHandle>,
+    mut writer: FrameWriter<WriteHalf>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    batch_bytes: usize,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = handle.urgent.raised() => {
+                if let Some(req) = handle.close_request() {
+                    writer.feed(Outgoing::Close(req.code, req.reason));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
+                }
+                return;
+            }
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        let mut next = Some(first);
+        let mut written = 0;
+        let mut bytes = 0;
+        // Data messages and their payload, counted once the batch is on the socket.
+        let (mut messages, mut payload) = (0, 0);
+        while let Some(item) = next.take() {
+            let len = item.len();
+            bytes += len;
+            if let Outgoing::Text(_) | Outgoing::Binary(_) | Outgoing::Shared(_) = item {
+                messages += 1;
+                payload += len as u64;
+            }
+            let is_close = matches!(item, Outgoing::Close(..));
+            writer.feed(item);
+            if is_close {
+                if writer.flush().await.is_ok() {
+                    handle.traffic.sent(messages, payload);
+                }
+                return;
+            }
+            written += 1;
+            if written < MAX_WRITE_BATCH && bytes < batch_bytes {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+        // Written to the socket now: once per batch, not per frame.
+        handle.written(bytes);
+        handle.traffic.sent(messages, payload);
+    }
+}
