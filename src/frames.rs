@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -99,18 +100,18 @@ pub fn truncate(reason: &str) -> String {
     reason[..end].to_owned()
 }
 
-type Ws = WebSocketStream<TcpStream>;
-
-pub struct FrameReader(SplitStream<Ws>);
-pub struct FrameWriter(SplitSink<Ws, Message>);
+// Generic over the stream (TcpStream in the server) so that the fuzz targets can feed
+// in-memory bytes through the very same reader.
+pub struct FrameReader<S = TcpStream>(SplitStream<WebSocketStream<S>>);
+pub struct FrameWriter<S = TcpStream>(SplitSink<WebSocketStream<S>, Message>);
 
 /// Starts the WebSocket protocol on a socket whose handshake is done. `leftover` holds bytes the
 /// client sent right after its request head; they are frames and are read first.
-pub async fn open(
-    stream: TcpStream,
+pub async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     leftover: Vec<u8>,
     cfg: &Config,
-) -> (FrameReader, FrameWriter) {
+) -> (FrameReader<S>, FrameWriter<S>) {
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config(cfg)))
             .await;
@@ -118,7 +119,7 @@ pub async fn open(
     (FrameReader(stream), FrameWriter(sink))
 }
 
-impl FrameReader {
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<S> {
     /// `None` when the stream has ended (after a Close exchange).
     pub async fn next(&mut self) -> Option<Result<Incoming, ReadError>> {
         let msg = match self.0.next().await? {
@@ -136,7 +137,7 @@ impl FrameReader {
     }
 }
 
-impl FrameWriter {
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<S> {
     /// Queues a frame in the write buffer; `flush` sends what is buffered.
     pub async fn feed(&mut self, out: Outgoing) -> Result<(), WsError> {
         let msg = match out {
