@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8765
 
-.PHONY: run test wheel lint dev bench bench-quick clean
+.PHONY: run test wheel lint dev bench bench-quick fuzz fuzz-ci clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -58,5 +58,18 @@ bench-quick:
 	bash benches/setup.sh
 	benches/.venv/bin/python benches/run.py --quick
 
+# libFuzzer on the code that reads client bytes (docs/fuzzing.md): FUZZ_SECONDS per target.
+# Needs the nightly toolchain; without it, says so and succeeds. Installs cargo-fuzz if missing.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+# The short run CI does after the tests: without AddressSanitizer or debug info, which makes
+# the first build about a third cheaper (the crate forbids `unsafe`; panics are still found).
+FUZZ_TARGET_DIR ?=
+fuzz-ci:
+	FUZZ_SECONDS=15 FUZZ_BUILD_FLAGS="--sanitizer none" CARGO_PROFILE_RELEASE_DEBUG=false \
+		FUZZ_TARGET_DIR="$(FUZZ_TARGET_DIR)" fuzz/run.sh
+
 clean:
-	rm -rf $(VENV) $(VENV)-wheels $(VENV)-py-* $(VENV)-django* target
+	rm -rf $(VENV) $(VENV)-wheels $(VENV)-py-* $(VENV)-django* target fuzz/target

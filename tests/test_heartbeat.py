@@ -134,9 +134,13 @@ def test_a_client_that_stops_answering_is_closed_two_to_three_intervals_after_it
         # Never before two intervals: a sweep that heard it, then one that pinged it.
         assert at - last > SHORT * 2, f"closed {at - last:.2f} s after its last frame"
         assert at - last < SHORT * 3 + 2.0, f"closed {at - last:.2f} s after its last frame"
-        assert len(quiet.pings()) == 1  # one Ping, one interval to answer it
-        assert quiet.pings()[0] - last > SHORT
-        assert [c for c, _ in closed.values()] == [1011]
+        # One Ping after its last frame, then one interval to answer it. (A busy machine may
+        # stretch the pauses above past an interval: a Ping then may come earlier too.)
+        after = [t for t in quiet.pings() if t > last]
+        assert len(after) == 1, after
+        assert after[0] - last > SHORT
+        # on_disconnect runs on a hook thread, maybe a moment after the client saw the Close.
+        wait_for(lambda: [c for c, _ in closed.values()] == [1011], what="on_disconnect")
         wait_for(lambda: any("heartbeat timeout" in x for x in log_lines(caplog)), what="log line")
     finally:
         quiet.shut()

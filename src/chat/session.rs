@@ -53,10 +53,9 @@ impl ChatSession {
     }
 
     fn arm(&mut self, remaining: Option<f64>) {
-        self.expiry = remaining.map(|secs| {
-            let at = Instant::now() + Duration::from_secs_f64(secs);
-            Box::pin(tokio::time::sleep_until(at))
-        });
+        self.expiry = remaining
+            .and_then(expiry_deadline)
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
     }
 
     /// Resolves when the session has work of its own to do (its token expired); never when
@@ -148,6 +147,12 @@ impl ChatSession {
     }
 }
 
+/// When a token with `secs` left expires; `None` (no timer) when that is past what the clock
+/// can represent: issuers write `exp` = i64::MAX for "never", and adding that to now panics.
+fn expiry_deadline(secs: f64) -> Option<Instant> {
+    Instant::now().checked_add(Duration::try_from_secs_f64(secs).ok()?)
+}
+
 /// A query parameter's value (the first), percent-decoded.
 fn query_param(info: &ConnInfo, name: &str) -> Option<String> {
     info.query.split('&').find_map(|pair| {
@@ -185,6 +190,30 @@ fn hex(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_expiry_past_the_clock_arms_no_timer() {
+        // Seen by running the chat_frame fuzz target on a token signed with
+        // {"exp": 10000000000000000000}: arming its timer panicked ("overflow when adding
+        // duration to instant") and took the connection's task down.
+        for secs in [
+            1e19,
+            i64::MAX as f64,
+            u64::MAX as f64,
+            1e300,
+            f64::INFINITY,
+            f64::NAN,
+        ] {
+            assert_eq!(expiry_deadline(secs), None, "{secs}");
+        }
+        // Far, but representable: the timer is armed and simply does not fire.
+        let far = expiry_deadline(1e15).unwrap();
+        let sleep = tokio::time::sleep_until(far);
+        assert!(tokio::time::timeout(Duration::from_millis(1), sleep)
+            .await
+            .is_err());
+        assert!(expiry_deadline(0.0).is_some());
+    }
 
     #[test]
     fn percent_decoding() {
