@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8765
 
-.PHONY: run test wheel lint dev bench bench-quick clean
+.PHONY: run test wheel lint dev bench bench-quick soak soak-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -55,6 +55,23 @@ bench:
 bench-quick:
 	bash benches/setup.sh
 	benches/.venv/bin/python benches/run.py --quick
+
+# Soak and churn (never part of the tests): a million connections come and go through one
+# server with stayers connected; RSS, fds and tasks must come back, no stayer may miss a
+# message (benches/soak.py, docs/soak.md). SOAK_ARGS passes options, e.g. SOAK_ARGS=--write-docs.
+SOAK_ARGS ?=
+SOAK_PY := benches/.venv/bin/python
+
+$(SOAK_PY):
+	python3 -m venv benches/.venv
+
+soak: $(SOAK_PY)
+	cd benches && cargo build --release --locked -q -p loadgen
+	$(SOAK_PY) -m pip install -q .
+	$(SOAK_PY) benches/soak.py $(SOAK_ARGS)
+
+soak-quick:
+	$(MAKE) soak SOAK_ARGS="--quick $(SOAK_ARGS)"
 
 clean:
 	rm -rf $(VENV) $(VENV)-wheels $(VENV)-py-* $(VENV)-django* target
