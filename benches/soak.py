@@ -98,14 +98,14 @@ class Stayers:
     def census(self) -> dict[str, Any]:
         try:
             census: dict[str, Any] = json.loads(self.line("census"))
-        except RuntimeError as e:  # reported as a failure, with the rest of the figures
+        except (RuntimeError, OSError) as e:  # reported as a failure, with the other figures
             return {"error": str(e)}
         return census
 
     def verdict(self, timeout: float) -> dict[str, Any]:
         try:
             result: dict[str, Any] = json.loads(self.line("stop", timeout))
-        except RuntimeError as e:
+        except (RuntimeError, OSError) as e:
             return {"error": str(e), "complete": 0, "published": 0, "problems": []}
         return result
 

@@ -70,12 +70,23 @@ def verdict(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
     cycles = sum(c["cycles"] for c in clients)
     ok = summed(clients, "ok_by_kind")
     errors = summed(clients, "errors_by_kind")
-    slow = summed(clients, "slow_readers") or {}
-    shed = slow.get("shed_1013", 0)
+    slow = summed(clients, "slow_readers")
+    never = {k.split(":")[1]: v for k, v in slow.items() if k.startswith("never_read:")}
+    late = {k.split(":")[1]: v for k, v in slow.items() if k.startswith("read_late:")}
+    late_other = {k: v for k, v in late.items() if k.startswith("close_") and k != "close_1013"}
+    # The server shed these: the never readers it dropped, the late ones that found a Close
+    # 1013 or found the socket already closed (it waited close_timeout for them in vain).
+    expected_sheds = (
+        never.get("dropped", 0) + late.get("close_1013", 0) + late.get("ended_without_close", 0)
+    )
+    sheds = end["slow_consumer_closes"] - base["slow_consumer_closes"]
+    codes_1013 = end["census"].get("closes", {}).get("1013", 0) - base["census"].get(
+        "closes", {}
+    ).get("1013", 0)
     raised_ok = sum(ok.get(k, 0) for k in RAISING)
     hook_errors = end["hook_errors"] - base["hook_errors"]
     growth = end["rss_kib"] / base["rss_kib"] - 1
-    churn_errors = sum(v for k, v in errors.items() if not k.startswith("slow_reader:"))
+    churn_errors = sum(errors.values())
     return [
         (
             f"churned the {r['args']['connections']:,} connections asked for",
@@ -104,6 +115,11 @@ def verdict(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
             f"{base['tasks']} → {end['tasks']}",
         ),
         (
+            "rooms back to the baseline",
+            end["rooms"] == base["rooms"],
+            f"{base['rooms']} → {end['rooms']}",
+        ),
+        (
             "open connections = the stayers",
             end["open"] == n_stay,
             f"{end['open']} open, {n_stay} stayers",
@@ -122,9 +138,20 @@ def verdict(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
             + "".join(f"; {p}" for p in st["problems"][:3]),
         ),
         (
-            "slow readers shed with 1013",
-            shed > 0 and shed == sum(slow.values()),
-            ", ".join(f"{k} {v}" for k, v in sorted(slow.items())) or "none ran",
+            "slow readers that never read dropped by the server",
+            never.get("dropped", 0) > 0 and sum(never.values()) == never.get("dropped"),
+            ", ".join(f"{k} {v}" for k, v in sorted(never.items())) or "none ran",
+        ),
+        (
+            "slow readers that read late found a Close 1013",
+            late.get("close_1013", 0) > 0 and not late_other,
+            ", ".join(f"{k} {v}" for k, v in sorted(late.items())) or "none ran",
+        ),
+        (
+            "the server shed exactly the slow readers, each with 1013",
+            sheds == expected_sheds == codes_1013,
+            f"slow_consumer_closes {sheds}, on_disconnect saw 1013 {codes_1013} times, "
+            f"slow readers shed {expected_sheds}",
         ),
         (
             "hooks that raised were logged and their connections kept",
@@ -133,7 +160,7 @@ def verdict(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
             f"{srv['hook_tracebacks']:,} tracebacks logged",
         ),
         (
-            "no churn cycle failed",
+            "no churn cycle or slow reader failed",
             churn_errors == 0,
             ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none",
         ),
@@ -142,6 +169,15 @@ def verdict(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
 
 def mib(kib: float) -> str:
     return f"{kib / 1024:,.1f}"
+
+
+def heap(base: Any, end: Any) -> str:
+    if not base or not end or base == "?" or end == "?":
+        return "—"
+    return (
+        f"{mib(base['in_use'] / 1024)} / {mib(base['free_held'] / 1024)} → "
+        f"{mib(end['in_use'] / 1024)} / {mib(end['free_held'] / 1024)}"
+    )
 
 
 def rss_series(series: list[list[int]], points: int = 8) -> str:
@@ -189,11 +225,15 @@ def write_report(r: dict[str, Any], checks: list[tuple[str, bool, str]]) -> str:
         ("open fds: baseline / end", f"{base['fds']} / {end['fds']}"),
         ("runtime tasks: baseline / end", f"{base['tasks']} / {end['tasks']}"),
         ("open connections at the end", f"{end['open']}"),
-        ("rooms at the end", f"{end['rooms']} (only `stay`)"),
+        ("rooms: baseline / end", f"{base['rooms']} / {end['rooms']}"),
         (
             "Python: Connection objects / asyncio tasks / threads, baseline → end",
             f"{cb['connections']} / {cb['asyncio_tasks']} / {cb['threads']} → "
             f"{ce['connections']} / {ce['asyncio_tasks']} / {ce['threads']}",
+        ),
+        (
+            "malloc heap in use / free but held, baseline → end (MiB)",
+            heap(cb.get("malloc"), ce.get("malloc")),
         ),
         (
             "Python: gc-tracked objects, baseline → end",

@@ -158,6 +158,19 @@ async def publish(pub: Stayer, rate: float, stop: asyncio.Event, sent: list[int]
                 pass
 
 
+async def census(stayers: list[Stayer]) -> dict[str, Any]:
+    """The server's census, asked by a stayer still connected; an error if none answers."""
+    asker = next((s for s in stayers if s.ended is None), None)
+    if asker is None:
+        return {"error": "no stayer is connected to ask"}
+    asker.census = asyncio.get_running_loop().create_future()
+    asker.send(OP_TEXT, b'{"event":"census"}')
+    try:
+        return await asyncio.wait_for(asker.census, 30)
+    except asyncio.TimeoutError:
+        return {"error": f"stayer {asker.index} got no census within 30 s"}
+
+
 async def until(check: Any, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not check():
@@ -190,9 +203,7 @@ async def main() -> None:
     while True:
         line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
         if line == "census":
-            pub.census = loop.create_future()
-            pub.send(OP_TEXT, b'{"event":"census"}')
-            print(json.dumps(await asyncio.wait_for(pub.census, 30)), flush=True)
+            print(json.dumps(await census(stayers)), flush=True)
         elif line in ("stop", ""):
             break
     stop.set()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import gc
 import json
 import logging
@@ -26,12 +27,35 @@ from typing import Any
 
 import roomcast
 
-PAD = "x" * 4000
-# On loopback the kernel lets the server's socket buffer about 4 MB for a client that reads
-# nothing (tcp_wmem's maximum, reached at once with a 64 KiB MSS) before `queue_bytes` even
-# starts to fill: the numbered broadcasts alone would take ten seconds to shed a slow reader,
-# so it asks for this, a hundred times a second, while it does not read.
+# 100 KB/s of numbered broadcasts: `queue_bytes` (1 MiB) holds ten seconds of them, so a
+# server stalled by a busy machine does not shed a stayer when its hooks catch up (a backlog
+# of broadcasts is queued all at once, before the writer has written any of it).
+PAD = "x" * 1000
+# A slow reader asks for this a hundred times a second while it does not read: the numbered
+# broadcasts alone would take ten seconds to fill its `queue_bytes`.
 SWAMP = b"s" * 65536
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+        ).split()
+    ]
+
+
+def malloc_heap() -> dict[str, int]:
+    """What glibc's malloc (the Rust core's allocator too) has in use and holds free, over
+    every arena: RSS that stays up while "in use" comes back is the allocator keeping freed
+    memory, not a leak. Empty where there is no glibc 2.33+."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return {}
+    m = libc.mallinfo2()
+    return {"in_use": m.uordblks + m.hblkhd, "free_held": m.fordblks}
 
 
 class SoakError(Exception):
@@ -40,7 +64,6 @@ class SoakError(Exception):
 
 app = roomcast.Server(
     heartbeat_interval=float(os.environ.get("SOAK_HEARTBEAT", "10")),
-    queue_bytes=128 * 1024,
     metrics_path="/metrics",
     io_threads=int(os.environ.get("ROOMCAST_IO_THREADS", "2")),
     workers=int(os.environ.get("ROOMCAST_WORKERS", "2")),
@@ -101,6 +124,7 @@ async def census(conn: roomcast.Connection, data: dict[str, Any]) -> None:
         "threads": threading.active_count(),
         "gc_objects": len(gc.get_objects()),
         "closes": by_code,
+        "malloc": malloc_heap(),
     }
     conn.send(json.dumps(answer))
 

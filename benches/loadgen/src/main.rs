@@ -279,8 +279,8 @@ impl Cmd {
         let r = self.run_opts();
         let secs = match self {
             Cmd::Idle { hold, open_timeout, .. } => open_timeout + 2.0 + hold + 30.0,
-            // The cycles under way when time is up, and the slow readers' last drain.
-            Cmd::Churn { seconds, slow_hold, .. } => seconds + slow_hold + 60.0,
+            // The cycles under way when time is up, and the slow readers' last (up to 45 s).
+            Cmd::Churn { seconds, slow_hold, .. } => seconds + slow_hold + 90.0,
             Cmd::Cluster { nodes, drain, .. } => {
                 let setup = conn::OPEN_BUDGET + socketio::HANDSHAKE_TIMEOUT;
                 let probes = cluster::BARRIER_TIMEOUT + cluster::PROBE_DRAIN_TIMEOUT;

@@ -51,6 +51,10 @@ pub struct SocketOpts {
     pub linger0: bool,
     /// SO_RCVBUF, for clients that must fill up quickly when they stop reading.
     pub recv_buffer: Option<u32>,
+    /// TCP_MAXSEG: loopback's 64 KiB segments let the server's send buffer grow to
+    /// `tcp_wmem`'s maximum (4 MB) at once; an Ethernet-sized one keeps it near 100 KB, as on a
+    /// real network, so that what a client does not read piles up in the server's queue.
+    pub max_segment: Option<u32>,
 }
 
 /// The upgrade request for `path_query`, built once per scenario and reused by every socket.
@@ -74,6 +78,9 @@ pub async fn connect(addr: SocketAddr, req: &[u8], o: SocketOpts) -> Result<TcpS
     }
     if let Some(n) = o.recv_buffer {
         sock.set_recv_buffer_size(n).map_err(|e| Fail::io("socket", e))?;
+    }
+    if let Some(mss) = o.max_segment {
+        set_max_segment(&sock, mss).map_err(|e| Fail::io("socket", e))?;
     }
     let mut tcp = sock.connect(addr).await.map_err(|e| Fail::io("connect", e))?;
     tcp.set_nodelay(true).map_err(|e| Fail::io("socket", e))?;
@@ -237,6 +244,22 @@ impl Ws {
         self.pos = f.end;
         Ok(Some(f))
     }
+}
+
+fn set_max_segment(sock: &TcpSocket, mss: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = mss as libc::c_int;
+    // SAFETY: a valid socket, and a c_int of the size passed, as TCP_MAXSEG takes.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
