@@ -33,13 +33,16 @@ impl Fail {
         Fail { key, detail: detail.into() }
     }
 
+    /// `key` names where it happened; a reset or an early end is named for what it is, and
+    /// where it happened goes into the detail.
     fn io(key: &'static str, e: std::io::Error) -> Self {
+        let detail = format!("{key}: {e}");
         let key = match e.kind() {
             ErrorKind::ConnectionReset => "reset_by_server",
             ErrorKind::UnexpectedEof => "eof",
             _ => key,
         };
-        Fail::new(key, e.to_string())
+        Fail::new(key, detail)
     }
 }
 
