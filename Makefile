@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8765
 
-.PHONY: run test wheel lint dev bench bench-quick fuzz fuzz-ci clean
+.PHONY: run test wheel lint dev bench bench-quick fuzz fuzz-ci soak soak-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -70,6 +70,23 @@ FUZZ_TARGET_DIR ?=
 fuzz-ci:
 	FUZZ_SECONDS=15 FUZZ_BUILD_FLAGS="--sanitizer none" CARGO_PROFILE_RELEASE_DEBUG=false \
 		FUZZ_TARGET_DIR="$(FUZZ_TARGET_DIR)" fuzz/run.sh
+
+# Soak and churn (never part of the tests): a million connections come and go through one
+# server with stayers connected; RSS, fds and tasks must come back, no stayer may miss a
+# message (benches/soak.py, docs/soak.md). SOAK_ARGS passes options, e.g. SOAK_ARGS=--write-docs.
+SOAK_ARGS ?=
+SOAK_PY := benches/.venv/bin/python
+
+$(SOAK_PY):
+	python3 -m venv benches/.venv
+
+soak: $(SOAK_PY)
+	cd benches && cargo build --release --locked -q -p loadgen
+	$(SOAK_PY) -m pip install -q .
+	$(SOAK_PY) benches/soak.py $(SOAK_ARGS)
+
+soak-quick:
+	$(MAKE) soak SOAK_ARGS="--quick $(SOAK_ARGS)"
 
 clean:
 	rm -rf $(VENV) $(VENV)-wheels $(VENV)-py-* $(VENV)-django* target fuzz/target

@@ -135,6 +135,7 @@ impl Server {
         let park_hub = hub.clone();
         builder.on_thread_park(move || park_hub.events.wake_deferred());
         let runtime = builder.build().map_err(Error::Runtime)?;
+        hub.attach_runtime(runtime.metrics());
         let reuse_port = hub.config.reuse_port;
         let listener = runtime
             .block_on(bind(addr, reuse_port))
@@ -351,6 +352,40 @@ mod tests {
             hub.events.next_batch(None).is_none(),
             "closed after shutdown"
         );
+        server.shutdown(Duration::from_secs(2));
+    }
+
+    /// The task gauge: the server's own tasks, two more per open connection, and back down
+    /// when it ends (what the soak benchmark relies on to count leaked tasks).
+    #[test]
+    fn runtime_tasks_come_and_go_with_connections() {
+        let config = Config {
+            io_threads: 1,
+            heartbeat_interval: None,
+            ..Config::default()
+        };
+        let server = Server::start(config, "127.0.0.1:0").unwrap();
+        let hub = server.hub().clone();
+        let tasks_settle_at = |want: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while hub.stats().runtime_tasks != want && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(hub.stats().runtime_tasks, want);
+        };
+        // The accept loop and the deferred-send flusher (no heartbeat, no broker).
+        tasks_settle_at(2);
+        let client_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("ws://{}/", server.local_addr());
+        let mut ws =
+            client_rt.block_on(async { tokio_tungstenite::connect_async(url).await.unwrap().0 });
+        tasks_settle_at(4);
+        client_rt.block_on(ws.close(None)).unwrap();
+        while client_rt.block_on(ws.next()).is_some() {}
+        tasks_settle_at(2);
         server.shutdown(Duration::from_secs(2));
     }
 

@@ -46,7 +46,18 @@ fn exercise(req: &Request) {
     match handshake::validate_upgrade(req) {
         Ok(key) => {
             assert_eq!(key.len(), 24, "a validated key is 24 base64 characters");
-            let _ = handshake::accept_reply(&key, chosen.as_deref()).to_bytes();
+            // The permessage-deflate offers, as the session reads them.
+            let offers = req.headers.iter();
+            let deflate = _roomcast::frames::negotiate(
+                offers
+                    .filter(|(name, _)| name == "sec-websocket-extensions")
+                    .map(|(_, value)| value.as_str()),
+            );
+            if let Some((d, _)) = &deflate {
+                assert!((9..=15).contains(&d.server_window_bits));
+            }
+            let answer = deflate.as_ref().map(|(_, a)| a.as_str());
+            let _ = handshake::accept_reply(&key, chosen.as_deref(), answer).to_bytes();
         }
         Err(reply) => {
             let _ = reply.to_bytes();

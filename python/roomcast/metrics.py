@@ -140,6 +140,10 @@ _PROTOCOL_HELP = (
 )
 _HOOK_DURATION_HELP = "Time from a hook's call to its return (an async hook's: to its completion)."
 _PENDING_HELP = "Events waiting for a hook worker now."
+_TASKS_HELP = (
+    "Tasks alive on the server's I/O runtime now (two per open WebSocket connection, one per"
+    " other socket being served, a few of the server's own)."
+)
 _HTTP_HELP = (
     "Plain HTTP requests answered on the server's port (WSGI app, pages, metrics, 426), by"
     " status class."
@@ -306,6 +310,7 @@ class RoomcastCollector(Collector):
             duration.add_metric([], buckets, sum_value=h["sum"])
         yield duration
         yield _single("events_pending", "roomcast_hook_events_pending", "gauge", _PENDING_HELP, s)
+        yield _single("runtime_tasks", "roomcast_runtime_tasks", "gauge", _TASKS_HELP, s)
         http = CounterMetricFamily("roomcast_http_responses", _HTTP_HELP, labels=["class"])
         if s is not None:
             for cls, n in s["http_responses"].items():

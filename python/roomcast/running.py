@@ -78,6 +78,11 @@ class RunningServer:
           "count": n}``, timed by the dispatcher around each hook call (an async hook: to
           its completion); a worker hands its times over when it ends its batch.
         - ``events_pending`` (gauge): events waiting for a hook worker.
+        - ``runtime_tasks`` (gauge): tasks alive on the server's tokio runtime: two per open
+          WebSocket connection, one per other socket being served (a plain HTTP request,
+          a handshake under way), and the server's own few (accepting, deferred sends, the
+          heartbeat, the broker's links). One that grows while the connections do not is a
+          leak (``make soak`` checks it).
         - ``http_responses``: plain HTTP requests answered on the port (WSGI app, pages,
           metrics path, 426), ``{"1xx": n, ..., "5xx": n}``.
         - ``chat``: the chat preset's offline store (``offline_kept``,

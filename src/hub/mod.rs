@@ -9,8 +9,9 @@ pub use deferred::DEFER_AT_MOST;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use tokio::runtime::RuntimeMetrics;
 use tokio::sync::{oneshot, Notify};
 
 use crate::broker::{roster::RedisRoster, wire::Counts, Broker, Local};
@@ -70,6 +71,10 @@ pub struct Hub {
     deferred_started: Notify,
     /// A batch ended: flush now.
     deferred_flush: Notify,
+    /// The runtime the server runs on, for its task count; set once it is built (the hub
+    /// exists first). It holds the runtime's handle, which the runtime's shutdown outlives
+    /// harmlessly: the tasks that hold the hub are dropped then.
+    runtime: OnceLock<RuntimeMetrics>,
 }
 
 /// The open connections, and what the closed ones' traffic added up to: one lock for both,
@@ -163,7 +168,13 @@ impl Hub {
             deferred: Mutex::new(Vec::new()),
             deferred_started: Notify::new(),
             deferred_flush: Notify::new(),
+            runtime: OnceLock::new(),
         }
+    }
+
+    /// The runtime whose tasks `stats` counts (the first one given; a hub serves one).
+    pub fn attach_runtime(&self, metrics: RuntimeMetrics) {
+        let _ = self.runtime.set(metrics);
     }
 
     pub fn next_id(&self) -> ConnId {
@@ -390,6 +401,7 @@ impl Hub {
             s.room_members = rooms.memberships() as u64;
         }
         s.events_pending = self.events.pending() as u64;
+        s.runtime_tasks = self.runtime.get().map_or(0, |r| r.num_alive_tasks() as u64);
         s.chat = self.chat.as_ref().map(|c| c.offline_counts());
         s.broker = self.broker.as_ref().map(|b| b.stats());
         s

@@ -191,6 +191,12 @@ pub fn render(s: &Snapshot) -> String {
         "Events waiting for a hook worker now.",
         s.events_pending,
     );
+    o.single(
+        "roomcast_runtime_tasks",
+        g,
+        "Tasks alive on the server's I/O runtime now (two per open WebSocket connection, one per other socket being served, a few of the server's own).",
+        s.runtime_tasks,
+    );
     let name = "roomcast_http_responses_total";
     o.family(
         name,
@@ -395,6 +401,7 @@ mod tests {
             "1"
         );
         assert_eq!(value(&text, "roomcast_hook_errors_total"), "1");
+        assert_eq!(value(&text, "roomcast_runtime_tasks"), "0");
         let h = "roomcast_hook_duration_seconds";
         assert_eq!(value(&text, &format!("{h}_bucket{{le=\"1.0\"}}")), "0");
         assert_eq!(value(&text, &format!("{h}_bucket{{le=\"2.5\"}}")), "1");

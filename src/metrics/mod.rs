@@ -322,6 +322,9 @@ pub struct Snapshot {
     pub hook_errors: u64,
     /// Events waiting for a hook worker.
     pub events_pending: u64,
+    /// Tasks alive on the server's tokio runtime: a leak of connections' tasks shows here
+    /// even when every counter above balances.
+    pub runtime_tasks: u64,
     /// The chat preset's offline store, when the server runs it.
     pub chat: Option<OfflineCounts>,
     /// The Redis broker, when the server has one.

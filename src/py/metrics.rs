@@ -112,6 +112,7 @@ pub fn stats<'py>(py: Python<'py>, s: &Snapshot) -> PyResult<Bound<'py, PyDict>>
     histogram.set_item("count", s.hook_calls())?;
     d.set_item("hook_duration", histogram)?;
     d.set_item("events_pending", s.events_pending)?;
+    d.set_item("runtime_tasks", s.runtime_tasks)?;
     let http = PyDict::new(py);
     for (i, n) in s.http_responses.iter().enumerate() {
         http.set_item(format!("{}xx", i + 1), n)?;

@@ -2,6 +2,7 @@
 //! scenario on a single-threaded runtime under an overall deadline and prints one JSON line.
 
 mod chatproto;
+mod churn;
 mod cluster;
 mod conn;
 mod fanout;
@@ -10,6 +11,7 @@ mod handshake;
 mod idle;
 mod payload;
 mod peer;
+mod rawws;
 mod reading;
 mod sequence;
 mod socketio;
@@ -151,6 +153,37 @@ enum Cmd {
         #[arg(long, default_value_t = 120.0, value_parser = positive_secs)]
         open_timeout: f64,
     },
+    /// The soak benchmark's load (benches/soak.py): connect, a frame or two, go, --count
+    /// times in a mix of endings (clean, reset, FIN, half a frame, hooks that raise), and slow
+    /// readers that stop reading until the server sheds them.
+    Churn {
+        #[command(flatten)]
+        c: Common,
+        /// Connections to make in all.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        /// Stop starting connections after this many seconds, even short of --count.
+        #[arg(long, default_value_t = 900.0, value_parser = positive_secs)]
+        seconds: f64,
+        /// Parallel connect-exchange-close loops.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: u32,
+        /// Parallel slow-reader loops (0: none).
+        #[arg(long, default_value_t = 4)]
+        slow: u32,
+        /// Seconds a slow reader reads nothing before it reads again to see how it ended.
+        #[arg(long, default_value_t = 2.0, value_parser = positive_secs)]
+        slow_hold: f64,
+        /// Churn rooms, joined round-robin (`?room=c0` ... ): rooms keep appearing and emptying.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+        rooms: u32,
+        /// Prefix of this process's echo tokens (several processes share the rooms).
+        #[arg(long, default_value = "p0")]
+        tag: String,
+        /// Comma-separated IPv4 source addresses to bind to, round-robin (more ports to use).
+        #[arg(long, value_delimiter = ',')]
+        source_ips: Vec<IpAddr>,
+    },
     /// Subscribers spread round-robin over several nodes of a cluster, senders on the first or
     /// every node; every delivery is checked per sender: no loss, no duplicate, order kept.
     Cluster {
@@ -215,6 +248,7 @@ impl Cmd {
             Cmd::Chat { .. } => "chat",
             Cmd::Handshake { .. } => "handshake",
             Cmd::Idle { .. } => "idle",
+            Cmd::Churn { .. } => "churn",
             Cmd::Cluster { .. } => "cluster",
         }
     }
@@ -226,7 +260,8 @@ impl Cmd {
             | Cmd::Fanout { c, .. }
             | Cmd::Chat { c, .. }
             | Cmd::Handshake { c, .. }
-            | Cmd::Idle { c, .. } => Some(c),
+            | Cmd::Idle { c, .. }
+            | Cmd::Churn { c, .. } => Some(c),
             Cmd::Cluster { .. } => None,
         }
     }
@@ -244,6 +279,8 @@ impl Cmd {
         let r = self.run_opts();
         let secs = match self {
             Cmd::Idle { hold, open_timeout, .. } => open_timeout + 2.0 + hold + 30.0,
+            // The cycles under way when time is up, and the slow readers' last (up to 45 s).
+            Cmd::Churn { seconds, slow_hold, .. } => seconds + slow_hold + 90.0,
             Cmd::Cluster { nodes, drain, .. } => {
                 let setup = conn::OPEN_BUDGET + socketio::HANDSHAKE_TIMEOUT;
                 let probes = cluster::BARRIER_TIMEOUT + cluster::PROBE_DRAIN_TIMEOUT;
@@ -311,6 +348,19 @@ async fn run(cmd: Cmd, clock: Clock) -> Result<Outcome, String> {
                 source_ips,
             };
             idle::run(a, target, pid).await
+        }
+        Cmd::Churn { count, seconds, concurrency, slow, slow_hold, rooms, tag, source_ips, .. } => {
+            let a = churn::ChurnArgs {
+                count,
+                seconds,
+                concurrency: concurrency as usize,
+                slow: slow as usize,
+                slow_hold,
+                rooms,
+                tag,
+                source_ips,
+            };
+            churn::run(a, target.addr, &target.authority, pid).await
         }
         Cmd::Cluster { .. } => unreachable!("cluster returned above"),
     })
