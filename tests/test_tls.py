@@ -238,3 +238,42 @@ def test_cli_serves_tls_and_sighup_reloads_the_certificate(tmp_path):
         if proc.stderr:
             proc.stderr.close()
         assert code == 0, rest
+
+
+def test_a_wss_chat_behind_an_origin_allow_list_survives_a_flooding_client(start, ca, tmp_path):
+    from chatclient import ChatClient
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    from roomcast import presets
+
+    certfile, keyfile = issue(ca, tmp_path)
+    app = presets.chat(
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        allowed_origins=["https://chat.example.com"],
+        rate_limit_messages=20,
+        compression="deflate",
+    )
+    server = start(app)
+    page = {"ssl": trusting(ca), "origin": "https://chat.example.com"}
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.url, ssl=trusting(ca), origin="https://evil.example.net", open_timeout=5)
+    assert refused.value.response.status_code == 403
+    with ChatClient(server.url, **page) as ann, ChatClient(server.url, **page) as flood:
+        ann.enter("lobby", "ann", "Ann")
+        flood.enter("lobby", "bob", "Bob")
+        ann.expect("enter")  # Bob's arrival
+        with pytest.raises(ConnectionClosed) as closed:
+            for i in range(1000):
+                flood.say(f"spam {i}")
+            flood.recv_json(timeout=10)
+            flood.recv_json(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        # Ann still chats, over TLS, with whatever of the flood came before its limit.
+        ann.say("still here " * 30)  # long enough to go out compressed
+        deadline = time.monotonic() + 10
+        while True:
+            frame = ann.recv_json(timeout=max(0.1, deadline - time.monotonic()))
+            if frame.get("event") == "message" and frame["message"].startswith("still here"):
+                break
+    assert server.stats()["rate_limited"] >= 1
