@@ -1,6 +1,6 @@
-//! Writing frames: the writer owns its half of the socket, gathers a batch of frames (each
-//! header written into one small buffer, each payload the shared bytes a broadcast sent to
-//! every member, never copied) and sends the batch with vectored writes.
+//! Writing frames: the writer owns its half of the socket, gathers a batch of frames (headers and
+//! small payloads copied into one buffer; a larger payload, such as a broadcast's, sent from the
+//! bytes every member shares, never copied) and sends the batch with vectored writes.
 
 use std::io::{self, IoSlice};
 
@@ -12,11 +12,13 @@ use super::codec::{put_header, MAX_HEADER};
 use super::deflate::{compress, Deflate};
 use super::{truncate, Outgoing};
 
-/// Slices per write call: a batch of 64 frames is one call (Linux takes up to 1024).
-const MAX_SLICES: usize = 128;
+/// Slices per write call (small frames share one): the array lives in every writer task.
+const MAX_SLICES: usize = 16;
+/// Payloads up to this size are copied into the batch's buffer rather than sent as a slice.
+const COPY_UP_TO: usize = 512;
 /// What a writer keeps allocated between batches; a larger batch's buffers are let go.
 const KEEP_PARTS: usize = 16;
-const KEEP_HEADERS: usize = 16 * MAX_HEADER;
+const KEEP_HEADERS: usize = 1024;
 
 pub struct FrameWriter<W> {
     io: W,
@@ -102,26 +104,34 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 (control(Control::Close), close_payload(code, &reason))
             }
         };
-        if self.headers.capacity() - self.headers.len() < MAX_HEADER {
+        if self.headers.capacity() - self.headers.len() < MAX_HEADER + COPY_UP_TO {
             self.headers.reserve(KEEP_HEADERS);
         }
         put_header(&mut self.headers, opcode, payload.len(), compressed);
-        self.parts.push(self.headers.split().freeze());
-        if !payload.is_empty() {
+        // A small payload is copied beside its header: one slice instead of two, and a
+        // batch of small frames is one buffer. A large one is sent from where it is, shared.
+        if payload.len() <= COPY_UP_TO {
+            self.headers.extend_from_slice(&payload);
+        } else {
+            self.parts.push(self.headers.split().freeze());
             self.parts.push(payload);
         }
     }
 
     /// Writes the batch, as few system calls as the socket allows.
     pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.headers.is_empty() {
+            self.parts.push(self.headers.split().freeze());
+        }
         let mut first = 0;
         while first < self.parts.len() {
-            let slices: Vec<IoSlice<'_>> = self.parts[first..]
-                .iter()
-                .take(MAX_SLICES)
-                .map(|part| IoSlice::new(part))
-                .collect();
-            let mut written = self.io.write_vectored(&slices).await?;
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, part) in slices.iter_mut().zip(&self.parts[first..]) {
+                *slot = IoSlice::new(part);
+                count += 1;
+            }
+            let mut written = self.io.write_vectored(&slices[..count]).await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
