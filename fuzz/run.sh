@@ -42,7 +42,14 @@ for t in "${targets[@]}"; do
     if [ "$status" -ne 0 ]; then
         line="$line: FAILED (exit $status; log fuzz/$log)"
         failed+=("$t")
-        tail -n 40 "$log" >&2
+        # What CI prints must be enough to reproduce: the panic, and the input itself.
+        grep -A1 -E 'panicked at|^==[0-9]+==ERROR|^ERROR: libFuzzer' "$log" | head -n 6 >&2 ||
+            tail -n 40 "$log" >&2
+        find "artifacts/$t" -type f -newermt "@$t0" | while read -r a; do
+            echo "fuzz: $a, base64 (save it and replay it):" >&2
+            base64 -w 0 "$a" | head -c 8000 >&2
+            echo >&2
+        done
     fi
     summary+=("$line")
     echo "$line"

@@ -154,6 +154,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 "protocol error: a new message began before the fragmented one ended",
             ));
         }
+        // On a deflate connection a frame may be up to `max_wire`; one that is not compressed
+        // is the message itself, so `max_message` holds for it.
+        if !compressed && payload.len() > self.max_message {
+            return Err(too_big(payload.len(), self.max_message));
+        }
         if fin {
             return self.finish(text, compressed, payload.freeze()).map(Some);
         }
@@ -359,6 +364,24 @@ mod tests {
         assert_eq!(first_error(&[(0x88, &[0x03])], 100).await, 1002); // one-byte Close
         assert_eq!(first_error(&[(0x88, &[0x03, 0xED])], 100).await, 1002); // 1005
         assert_eq!(first_error(&[(0x88, &[0x03, 0xE8, 0xFF])], 100).await, 1007);
+    }
+
+    #[tokio::test]
+    async fn an_uncompressed_message_on_a_deflate_connection_keeps_the_limit() {
+        // Found by the `frames` fuzzer: frames may be longer than the limit on a deflate
+        // connection (compressed bytes can outgrow their text), but a plain message may not.
+        for parts in [
+            &[(0x82, &[7u8; 110][..])][..],
+            &[(0x02, &[7; 110]), (0x80, &[])],
+        ] {
+            let bytes = frames(parts);
+            let mut reader = FrameReader::new(&bytes[..], Vec::new(), 100, 512).with_deflate(true);
+            let got = reader.next().await;
+            assert!(
+                matches!(got, Some(Err(ReadError::Violation(1009, _)))),
+                "{got:?}"
+            );
+        }
     }
 
     #[tokio::test]
