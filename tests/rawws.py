@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import ssl
 import struct
 from typing import Optional
 
@@ -17,6 +18,7 @@ class RawClient:
         path: str = "/",
         headers: Optional[dict[str, str]] = None,
         rcvbuf: Optional[int] = None,
+        tls: Optional[ssl.SSLContext] = None,
     ):
         if rcvbuf is None:
             self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -26,6 +28,12 @@ class RawClient:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             self.sock.settimeout(10)
             self.sock.connect(("127.0.0.1", port))
+        if tls is not None:
+            # Strict about the end: a server that cuts TLS short (no close_notify) raises
+            # ssl.SSLEOFError in `recv` instead of looking like a clean end.
+            self.sock = tls.wrap_socket(
+                self.sock, server_hostname="127.0.0.1", suppress_ragged_eofs=False
+            )
         self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,7 @@ from websockets.sync.client import connect
 import roomcast
 
 from conftest import echo_app, log_lines, wait_for
+from rawws import RawClient
 
 
 def issue(ca: trustme.CA, folder: Path) -> tuple[Path, Path]:
@@ -74,6 +76,31 @@ def test_alpn_selects_http_1_1(start, ca, tmp_path):
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             assert tls.selected_alpn_protocol() == "http/1.1"
+
+
+@pytest.mark.parametrize("closer", ["client", "server"])
+def test_after_the_closing_handshake_tls_ends_with_close_notify(start, ca, tmp_path, closer):
+    """Whoever starts the close, the server ends TLS properly once the Close frames are
+    exchanged, so a strict client sees a clean end, not a truncated stream."""
+    certfile, keyfile = issue(ca, tmp_path)
+    app = roomcast.Server(ssl_certfile=certfile, ssl_keyfile=keyfile)
+
+    @app.on_message
+    def bye(conn: roomcast.Connection, message: str) -> None:
+        conn.close(4000, "bye")
+
+    server = start(app)
+    client = RawClient(server.port, tls=trusting(ca))
+    assert client.handshake().startswith("HTTP/1.1 101")
+    if closer == "client":
+        client.send(0x8, struct.pack("!H", 1000))
+        assert client.recv_close() == (1000, "")
+    else:
+        client.send(0x1, b"close me")
+        assert client.recv_close() == (4000, "bye")
+        client.send(0x8, struct.pack("!H", 4000))
+    assert client.at_eof()  # ssl.SSLEOFError here if the server skipped its close_notify
+    client.close()
 
 
 def test_a_plaintext_client_on_the_tls_port_gets_a_400_saying_why(start, ca, tmp_path, caplog):

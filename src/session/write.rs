@@ -11,6 +11,16 @@ use crate::tls::WriteHalf;
 
 /// Frames written before one flush: enough to batch, few enough to keep latency flat.
 const MAX_WRITE_BATCH: usize = 64;
+/// How long a Close, and the end of the write side after it, may wait for a full socket.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// After a Close nothing more is sent: the write side ends, with a FIN on plain TCP (as
+/// dropping the half would) and, under TLS, a close_notify first. Without it a TLS client sees
+/// the connection cut short (rustls: "peer closed connection without sending TLS
+/// close_notify") even though the WebSocket closed cleanly.
+async fn end_write_side(writer: &mut FrameWriter<WriteHalf>) {
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.shutdown()).await;
+}
 
 /// Writes queued frames: everything ready, then one flush.
 pub(super) async fn write_loop(
@@ -25,7 +35,9 @@ pub(super) async fn write_loop(
             _ = handle.urgent.raised() => {
                 if let Some(req) = handle.close_request() {
                     writer.feed(Outgoing::Close(req.code, req.reason));
-                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
+                    if let Ok(Ok(())) = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, writer.flush()).await {
+                        end_write_side(&mut writer).await;
+                    }
                 }
                 return;
             }
@@ -51,6 +63,7 @@ pub(super) async fn write_loop(
             if is_close {
                 if writer.flush().await.is_ok() {
                     handle.traffic.sent(messages, payload);
+                    end_write_side(&mut writer).await;
                 }
                 return;
             }
