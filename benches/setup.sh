@@ -16,7 +16,7 @@ if ! ldconfig -p | grep -q 'libuv\.so\.1'; then
   fi
 fi
 echo "bench setup: installing roomcast and the Python peers" >&2
-.venv/bin/python -m pip install -q -r servers/requirements.txt matplotlib || echo "bench setup: some peers failed to install; they will be reported missing" >&2
+.venv/bin/python -m pip install -q -r servers/requirements.txt matplotlib trustme || echo "bench setup: some peers failed to install; they will be reported missing" >&2
 .venv/bin/python -m pip install -q ..
 if command -v node >/dev/null && command -v npm >/dev/null; then
   (cd servers/node && npm ci --silent --no-audit --no-fund) >&2 || echo "bench setup: npm ci failed; node-ws will be reported missing" >&2

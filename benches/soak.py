@@ -3,7 +3,7 @@ few stay; afterwards the server must hold what it held before, and the stayers m
 lost nothing. A benchmark-like script, never part of the tests (`make soak`).
 
     python benches/soak.py [--connections 1000000 | --quick] [--seconds 900] [--stayers 50]
-                           [--concurrency 128] [--slow 4] [--clients 1] [--write-docs]
+                           [--concurrency 128] [--slow 4] [--clients 1] [--tls] [--write-docs]
 
 The server (benches/servers/soak_server.py) runs sync and async Python hooks, some of which
 raise on purpose. The stayers (benches/soak_stayers.py) stay in room `stay` and get a
@@ -19,6 +19,10 @@ descriptors and runtime tasks back to the baseline, the server's open connection
 the stayers, every stayer got every number once and in order, and the server is still up.
 Results go to build/soak/ (server log, loadgen logs, soak.json); `--write-docs` also puts
 the report in docs/soak.md.
+
+`--tls` runs it all over TLS (wss://, and https:// for the metrics): the soak makes its own
+CA and a certificate for 127.0.0.1 (trustme), the server loads it (`ssl_certfile`), and every
+client (stayers, churn, slow readers, the scrapes) verifies it against that CA.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -38,6 +43,42 @@ from harness import HERE, LOADGEN, ROOT, SERVERS_DIR, free_port, stop, wait_port
 from soak_report import Reading, splice_docs, verdict, write_report
 
 OUT = ROOT / "build" / "soak"
+
+
+class Tls:
+    """The soak's own CA and the server's certificate for 127.0.0.1, as files in `where`."""
+
+    def __init__(self, where: Path) -> None:
+        try:
+            import trustme
+        except ImportError:
+            sys.exit("soak: --tls needs trustme (pip install trustme, or run benches/setup.sh)")
+        where.mkdir(parents=True, exist_ok=True)
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        self.ca_file = where / "ca.pem"
+        self.cert_file = where / "server.pem"
+        self.key_file = where / "server.key"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        cert.private_key_pem.write_to_path(str(self.key_file))
+        for i, blob in enumerate(cert.cert_chain_pems):
+            blob.write_to_path(str(self.cert_file), append=i > 0)
+        self.context = ssl.create_default_context(cafile=str(self.ca_file))
+
+
+# Set by run(): the metrics are scraped over https:// under --tls.
+TLS: Tls | None = None
+
+
+def metrics_url(port: int) -> str:
+    return f"{'https' if TLS else 'http'}://127.0.0.1:{port}/metrics"
+
+
+def scrape(port: int) -> bytes:
+    ctx = TLS.context if TLS else None
+    with urllib.request.urlopen(metrics_url(port), timeout=10, context=ctx) as r:
+        body: bytes = r.read()
+    return body
 
 
 def rss_kib(pid: int) -> int:
@@ -59,8 +100,7 @@ def cpu_seconds(pid: int) -> float:
 
 def metrics(port: int) -> dict[str, float]:
     """The server's Prometheus exposition, sample by sample (`name{labels}` → value)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
+    text = scrape(port).decode()
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -75,6 +115,8 @@ class Stayers:
     def __init__(self, port: int, n: int, rate: float, log: IO[bytes]) -> None:
         cmd = [sys.executable, str(HERE / "soak_stayers.py"), "--port", str(port)]
         cmd += ["--stayers", str(n), "--rate", str(rate)]
+        if TLS:
+            cmd += ["--ca", str(TLS.ca_file)]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
         )
@@ -136,8 +178,7 @@ def settle(pid: int, port: int, want_open: int, base: Reading | None, seconds: f
             return time.monotonic() - start
         time.sleep(0.5)
     # Kept for the post-mortem: the report fails on these gauges anyway.
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        (OUT / "unsettled-metrics.txt").write_bytes(r.read())
+    (OUT / "unsettled-metrics.txt").write_bytes(scrape(port))
     print("soak: the gauges did not come back within 60 s; see build/soak/unsettled-metrics.txt")
     return time.monotonic() - start
 
@@ -151,6 +192,8 @@ def churn(args: argparse.Namespace, port: int, pid: int, count: int, label: str)
         cmd = [str(LOADGEN), "churn", "--port", str(port), "--server-pid", str(pid)]
         cmd += ["--count", str(share), "--seconds", str(args.seconds), "--tag", f"{label}{k}"]
         cmd += ["--concurrency", str(max(1, args.concurrency // args.clients))]
+        if TLS:
+            cmd += ["--tls-ca", str(TLS.ca_file)]
         cmd += [
             "--slow",
             str(args.slow // args.clients + (1 if k < args.slow % args.clients else 0)),
@@ -191,14 +234,20 @@ def churn(args: argparse.Namespace, port: int, pid: int, count: int, label: str)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    global TLS
     OUT.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    env = dict(os.environ)
+    if args.tls:
+        TLS = Tls(OUT / "tls")
+        env |= {"SOAK_CERTFILE": str(TLS.cert_file), "SOAK_KEYFILE": str(TLS.key_file)}
     server_log = open(OUT / "server.log", "wb")
     server = subprocess.Popen(
         [sys.executable, str(SERVERS_DIR / "soak_server.py"), str(port)],
         stdout=server_log,
         stderr=server_log,
         start_new_session=True,
+        env=env,
     )
     stayers: Stayers | None = None
     try:
@@ -265,6 +314,7 @@ def main() -> int:
     p.add_argument("--slow", type=int, default=4, help="slow-reader loops in all")
     p.add_argument("--clients", type=int, default=1, help="load generator processes")
     p.add_argument("--settle", type=float, default=10, help="seconds of quiet before a reading")
+    p.add_argument("--tls", action="store_true", help="everything over TLS (wss://, https://)")
     p.add_argument("--write-docs", action="store_true", help="put the report in docs/soak.md")
     args = p.parse_args()
     if args.quick:
@@ -281,7 +331,8 @@ def main() -> int:
     report = write_report(results, checks)
     print(report)
     if args.write_docs:
-        splice_docs(ROOT / "docs" / "soak.md", report, "quick" if args.quick else "full")
+        which = ("quick" if args.quick else "full") + ("-tls" if args.tls else "")
+        splice_docs(ROOT / "docs" / "soak.md", report, which)
     return 0 if all(ok for _, ok, _ in checks) else 1
 
 

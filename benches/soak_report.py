@@ -12,8 +12,9 @@ from typing import Any
 
 RSS_TOLERANCE = 0.05
 KINDS = (
-    "echo broadcast reset fin half_frame reset_before_101 hook_raise async_echo async_raise".split()
-)
+    "echo broadcast reset fin half_frame reset_before_101 hook_raise async_echo async_raise "
+    "foreign_origin"
+).split()
 RAISING = ("hook_raise", "async_raise")
 CENSUS = ("connections", "asyncio_tasks", "threads", "gc_objects")
 
@@ -45,6 +46,9 @@ class Reading:
             "hook_errors": int(m["roomcast_hook_errors_total"]),
             "hook_calls": int(m["roomcast_hook_calls_total"]),
             "slow_consumer_closes": int(m["roomcast_slow_consumer_closes_total"]),
+            "origin_refusals": int(
+                m.get('roomcast_connections_refused_total{reason="origin",status="403"}', 0)
+            ),
             "protocol_errors": {
                 k.split('"')[1]: int(v)
                 for k, v in m.items()
@@ -87,6 +91,7 @@ def verdict(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
     hook_errors = end["hook_errors"] - base["hook_errors"]
     growth = end["rss_kib"] / base["rss_kib"] - 1
     churn_errors = sum(errors.values())
+    refused = end.get("origin_refusals", 0) - base.get("origin_refusals", 0)
     return [
         (
             f"churned the {r['args']['connections']:,} connections asked for",
@@ -160,6 +165,12 @@ def verdict(r: dict[str, Any]) -> list[tuple[str, bool, str]]:
             f"{srv['hook_tracebacks']:,} tracebacks logged",
         ),
         (
+            "pages of other sites were refused (403), and only they",
+            refused == ok.get("foreign_origin", 0) and refused > 0,
+            f"{refused:,} refused for their Origin, {ok.get('foreign_origin', 0):,} "
+            "foreign-origin cycles got 403",
+        ),
+        (
             "no churn cycle or slow reader failed",
             churn_errors == 0,
             ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none",
@@ -205,6 +216,8 @@ def write_report(r: dict[str, Any], checks: list[tuple[str, bool, str]]) -> str:
     ce = {k: "?" for k in CENSUS} | end["census"]
     cpus = os.cpu_count()
     flags = "--quick" if a["connections"] == 50_000 else f"--connections {a['connections']}"
+    if a.get("tls"):
+        flags += " --tls"
     rows = [
         (
             "connections churned",

@@ -3,7 +3,7 @@ whole churn while one of them, the publisher, has the server broadcast numbered 
 the room (`{"event":"pub","n":N}`, at --rate a second). Each stayer checks that it gets every
 number exactly once, in order.
 
-    python soak_stayers.py --port P [--stayers 50] [--rate 100]
+    python soak_stayers.py --port P [--stayers 50] [--rate 100] [--ca CA.pem]
 
 Driven through stdin and stdout, one line each way: it prints `ready` once every stayer has a
 numbered message; `census` is answered with the server's census (a JSON line); `stop` ends the
@@ -17,13 +17,15 @@ import argparse
 import asyncio
 import functools
 import json
+import ssl
 import struct
 import sys
 import time
 from typing import Any, Optional
 
 REQUEST = (
-    "GET /stay?room=stay HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "GET /stay?room=stay HTTP/1.1\r\nHost: {host}\r\nOrigin: https://soak.example\r\n"
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
 OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
@@ -187,11 +189,15 @@ async def main() -> None:
     p.add_argument("--stayers", type=int, default=50)
     p.add_argument("--rate", type=float, default=100.0, help="numbered messages a second")
     p.add_argument("--drain", type=float, default=30.0)
+    p.add_argument("--ca", help="speak wss://, trusting only this CA (PEM)")
     a = p.parse_args()
     loop = asyncio.get_running_loop()
+    tls = ssl.create_default_context(cafile=a.ca) if a.ca else None
     stayers: list[Stayer] = []
     for i in range(a.stayers):
-        _, s = await loop.create_connection(functools.partial(Stayer, i, a.host), a.host, a.port)
+        _, s = await loop.create_connection(
+            functools.partial(Stayer, i, a.host), a.host, a.port, ssl=tls
+        )
         await asyncio.wait_for(s.upgraded, 10)
         stayers.append(s)
     pub = stayers[0]

@@ -3,6 +3,7 @@ Python hooks, nothing relayed in Rust, so every connection costs the hook machin
 
     python soak_server.py PORT
 
+Only pages of https://soak.example may connect (the churn's foreign-origin cycles get 403).
 Each connection joins the room its query names (`?room=c17`; `stay` without one). Text
 messages, by their first character: `e...` is echoed, `b...` broadcast to the sender's rooms,
 `r...` makes `on_message` raise, `s` is answered with 64 KiB (a slow reader swamping itself).
@@ -67,6 +68,12 @@ app = roomcast.Server(
     metrics_path="/metrics",
     io_threads=int(os.environ.get("ROOMCAST_IO_THREADS", "2")),
     workers=int(os.environ.get("ROOMCAST_WORKERS", "2")),
+    # The soak's clients come from this page; a share of the churn comes from another and
+    # must be refused (403).
+    allowed_origins=["https://soak.example"],
+    # wss:// under `soak.py --tls`, which makes the certificate.
+    ssl_certfile=os.environ.get("SOAK_CERTFILE"),
+    ssl_keyfile=os.environ.get("SOAK_KEYFILE"),
 )
 closes: collections.Counter[int] = collections.Counter()
 closes_lock = threading.Lock()

@@ -3,7 +3,8 @@
 //! a frame or two with the server's hooks and go, `count` times in all, in a fixed mix of
 //! endings (`MIX`); and `slow` loops of clients that join the stayers' room and stop reading
 //! while its broadcasts flow, until the server sheds them (`queue_bytes`): some then read, and
-//! must find a Close 1013; the others never do, and must be dropped.
+//! must find a Close 1013; the others never do, and must be dropped. Every request carries the
+//! Origin the soak server allows (`ORIGIN`), but for one kind of cycle, which must get a 403.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use crate::Outcome;
 use crate::rawws::{self, Fail, OP_TEXT, SocketOpts, Ws};
 use crate::stats::{CpuMark, round2};
+use crate::tls::TlsClient;
 
 /// One cycle (connect to goodbye) taking longer than this is counted as an error.
 const CYCLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +38,10 @@ const SLOW_MSS: u32 = 1400;
 const SWAMP_EVERY: Duration = Duration::from_millis(10);
 /// Examples of errors kept for the report.
 const EXAMPLES: usize = 8;
+/// The page the clients come from: soak_server.py's `allowed_origins`.
+const ORIGIN: &str = "https://soak.example";
+/// A page the server must refuse (a cross-site WebSocket hijack).
+const FOREIGN_ORIGIN: &str = "https://elsewhere.example";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -57,11 +63,13 @@ enum Kind {
     AsyncEcho,
     /// An async hook raises; an echo afterwards, clean close.
     AsyncRaise,
+    /// A page of another site: the handshake must be refused with 403.
+    ForeignOrigin,
 }
 
 /// The mix: cycles per hundred of each kind.
-const MIX: [(Kind, u64); 9] = [
-    (Kind::Echo, 55),
+const MIX: [(Kind, u64); 10] = [
+    (Kind::Echo, 53),
     (Kind::Broadcast, 10),
     (Kind::Reset, 10),
     (Kind::Fin, 5),
@@ -70,6 +78,7 @@ const MIX: [(Kind, u64); 9] = [
     (Kind::Raise, 4),
     (Kind::AsyncEcho, 3),
     (Kind::AsyncRaise, 1),
+    (Kind::ForeignOrigin, 2),
 ];
 
 impl Kind {
@@ -84,6 +93,7 @@ impl Kind {
             Kind::Raise => "hook_raise",
             Kind::AsyncEcho => "async_echo",
             Kind::AsyncRaise => "async_raise",
+            Kind::ForeignOrigin => "foreign_origin",
         }
     }
 
@@ -110,6 +120,8 @@ pub struct ChurnArgs {
     /// Distinguishes this process's echo tokens from another's in a shared room.
     pub tag: String,
     pub source_ips: Vec<IpAddr>,
+    /// wss:// when set.
+    pub tls: Option<TlsClient>,
 }
 
 struct Shared {
@@ -117,9 +129,11 @@ struct Shared {
     count: u64,
     tag: String,
     source_ips: Vec<IpAddr>,
+    tls: Option<TlsClient>,
     /// The upgrade request of each churn room, and of the stayers' room.
     requests: Vec<Vec<u8>>,
     stay_request: Vec<u8>,
+    foreign_request: Vec<u8>,
     slow_hold: Duration,
     deadline: Instant,
     next: Cell<u64>,
@@ -148,14 +162,17 @@ impl Shared {
 
 pub async fn run(a: ChurnArgs, addr: SocketAddr, authority: &str, server_pid: Option<u32>) -> Outcome {
     let started = Instant::now();
-    let requests = (0..a.rooms.max(1)).map(|r| rawws::request(authority, &format!("/churn?room=c{r}"))).collect();
+    let requests =
+        (0..a.rooms.max(1)).map(|r| rawws::request(authority, &format!("/churn?room=c{r}"), ORIGIN)).collect();
     let sh = Rc::new(Shared {
         addr,
         count: a.count,
         tag: a.tag,
         source_ips: a.source_ips,
+        tls: a.tls,
         requests,
-        stay_request: rawws::request(authority, "/slow?room=stay"),
+        stay_request: rawws::request(authority, "/slow?room=stay", ORIGIN),
+        foreign_request: rawws::request(authority, "/churn?room=c0", FOREIGN_ORIGIN),
         slow_hold: Duration::from_secs_f64(a.slow_hold),
         deadline: started + Duration::from_secs_f64(a.seconds),
         next: Cell::new(0),
@@ -166,8 +183,12 @@ pub async fn run(a: ChurnArgs, addr: SocketAddr, authority: &str, server_pid: Op
         examples: RefCell::default(),
     });
     eprintln!(
-        "loadgen: churn: {} cycles, {} loops, {} slow readers, at most {} s",
-        a.count, a.concurrency, a.slow, a.seconds
+        "loadgen: churn: {} cycles, {} loops, {} slow readers, at most {} s{}",
+        a.count,
+        a.concurrency,
+        a.slow,
+        a.seconds,
+        if sh.tls.is_some() { ", over TLS" } else { "" }
     );
     let mark = CpuMark::take(server_pid);
     let slow: Vec<_> = (0..a.slow as u64).map(|n| tokio::task::spawn_local(slow_reader(sh.clone(), n))).collect();
@@ -227,10 +248,21 @@ async fn cycle(sh: &Shared, i: u64, kind: Kind) -> Result<(), Fail> {
     let shape = (i / 100) % 6;
     let linger0 = matches!(kind, Kind::Reset | Kind::ResetEarly) || (kind == Kind::HalfFrame && shape % 2 == 1);
     let opts = SocketOpts { source: sh.source(i), linger0, ..SocketOpts::default() };
-    let req = &sh.requests[(i % sh.requests.len() as u64) as usize];
-    let tcp = rawws::connect(sh.addr, req, opts).await?;
-    if kind == Kind::ResetEarly {
-        return Ok(());
+    let req = match kind {
+        Kind::ForeignOrigin => &sh.foreign_request,
+        _ => &sh.requests[(i % sh.requests.len() as u64) as usize],
+    };
+    let tcp = rawws::connect(sh.addr, req, opts, sh.tls.as_ref()).await?;
+    match kind {
+        Kind::ResetEarly => return Ok(()),
+        Kind::ForeignOrigin => {
+            return match Ws::upgraded(tcp, 0).await {
+                Err(Fail { key: "refused", detail }) if detail.starts_with("HTTP/1.1 403") => Ok(()),
+                Err(f) => Err(f),
+                Ok(_) => Err(Fail::new("origin_accepted", format!("{FOREIGN_ORIGIN} was let in"))),
+            };
+        }
+        _ => {}
     }
     let mut ws = Ws::upgraded(tcp, (i as u32) ^ 0x5a5a_5a5a).await?;
     let echo = format!("e{}-{i}", sh.tag);
@@ -270,7 +302,7 @@ async fn cycle(sh: &Shared, i: u64, kind: Kind) -> Result<(), Fail> {
             ws.expect_text(format!("a{}-{i}", sh.tag).as_bytes()).await?;
             ws.close().await?;
         }
-        Kind::ResetEarly => unreachable!("returned above"),
+        Kind::ResetEarly | Kind::ForeignOrigin => unreachable!("returned above"),
     }
     Ok(())
 }
@@ -291,7 +323,7 @@ async fn slow_reader(sh: Rc<Shared>, n: u64) {
             max_segment: Some(SLOW_MSS),
         };
         let outcome = async {
-            let tcp = rawws::connect(sh.addr, &sh.stay_request, opts).await?;
+            let tcp = rawws::connect(sh.addr, &sh.stay_request, opts, sh.tls.as_ref()).await?;
             let mut ws = Ws::upgraded(tcp, (n << 20 | k) as u32).await?;
             let until = Instant::now() + if late { sh.slow_hold } else { SLOW_GIVE_UP };
             let mut dropped = false;

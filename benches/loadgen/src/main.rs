@@ -16,6 +16,7 @@ mod reading;
 mod sequence;
 mod socketio;
 mod stats;
+mod tls;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -183,6 +184,10 @@ enum Cmd {
         /// Comma-separated IPv4 source addresses to bind to, round-robin (more ports to use).
         #[arg(long, value_delimiter = ',')]
         source_ips: Vec<IpAddr>,
+        /// Speak wss://, trusting only the CA certificate(s) in this PEM file; the server's
+        /// certificate must name --host.
+        #[arg(long)]
+        tls_ca: Option<std::path::PathBuf>,
     },
     /// Subscribers spread round-robin over several nodes of a cluster, senders on the first or
     /// every node; every delivery is checked per sender: no loss, no duplicate, order kept.
@@ -349,7 +354,8 @@ async fn run(cmd: Cmd, clock: Clock) -> Result<Outcome, String> {
             };
             idle::run(a, target, pid).await
         }
-        Cmd::Churn { count, seconds, concurrency, slow, slow_hold, rooms, tag, source_ips, .. } => {
+        Cmd::Churn { count, seconds, concurrency, slow, slow_hold, rooms, tag, source_ips, tls_ca, .. } => {
+            let tls = tls_ca.map(|ca| tls::TlsClient::new(&ca, &c.host)).transpose()?;
             let a = churn::ChurnArgs {
                 count,
                 seconds,
@@ -359,6 +365,7 @@ async fn run(cmd: Cmd, clock: Clock) -> Result<Outcome, String> {
                 rooms,
                 tag,
                 source_ips,
+                tls,
             };
             churn::run(a, target.addr, &target.authority, pid).await
         }

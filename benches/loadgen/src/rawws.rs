@@ -8,7 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
+
+use crate::tls::{Stream, TlsClient};
 
 /// RFC 6455's sample key and the accept value it must get back.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -60,18 +62,20 @@ pub struct SocketOpts {
     pub max_segment: Option<u32>,
 }
 
-/// The upgrade request for `path_query`, built once per scenario and reused by every socket.
-pub fn request(authority: &str, path_query: &str) -> Vec<u8> {
+/// The upgrade request for `path_query` from a page of `origin` (as browsers send it), built
+/// once per scenario and reused by every socket.
+pub fn request(authority: &str, path_query: &str, origin: &str) -> Vec<u8> {
     format!(
-        "GET {path_query} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET {path_query} HTTP/1.1\r\nHost: {authority}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     .into_bytes()
 }
 
-/// TCP connect, with the request written. The caller may drop it at once (a client that goes
-/// away while `on_connect` runs) or wait for the 101 with `Ws::upgraded`.
-pub async fn connect(addr: SocketAddr, req: &[u8], o: SocketOpts) -> Result<TcpStream, Fail> {
+/// TCP connect (and the TLS handshake with `tls`), with the request written. The caller may
+/// drop it at once (a client that goes away while `on_connect` runs) or wait for the 101 with
+/// `Ws::upgraded`.
+pub async fn connect(addr: SocketAddr, req: &[u8], o: SocketOpts, tls: Option<&TlsClient>) -> Result<Stream, Fail> {
     let sock = TcpSocket::new_v4().map_err(|e| Fail::io("socket", e))?;
     if let Some(ip) = o.source {
         sock.bind(SocketAddr::new(ip, 0)).map_err(|e| Fail::io("bind", e))?;
@@ -85,15 +89,25 @@ pub async fn connect(addr: SocketAddr, req: &[u8], o: SocketOpts) -> Result<TcpS
     if let Some(mss) = o.max_segment {
         set_max_segment(&sock, mss).map_err(|e| Fail::io("socket", e))?;
     }
-    let mut tcp = sock.connect(addr).await.map_err(|e| Fail::io("connect", e))?;
+    let tcp = sock.connect(addr).await.map_err(|e| Fail::io("connect", e))?;
     tcp.set_nodelay(true).map_err(|e| Fail::io("socket", e))?;
-    tcp.write_all(req).await.map_err(|e| Fail::io("handshake", e))?;
-    Ok(tcp)
+    let mut stream = match tls {
+        Some(tls) => tls.handshake(tcp).await.map_err(|e| Fail::io("tls", e))?,
+        None => Stream::Plain(tcp),
+    };
+    write(&mut stream, req).await.map_err(|e| Fail::io("handshake", e))?;
+    Ok(stream)
+}
+
+/// Writes all of `bytes`; TLS may hold the last record until flushed.
+async fn write(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// One open WebSocket connection, and what was read and not yet parsed.
 pub struct Ws {
-    pub tcp: TcpStream,
+    pub tcp: Stream,
     buf: Vec<u8>,
     /// Start of the unparsed bytes in `buf`.
     pos: usize,
@@ -111,7 +125,7 @@ pub struct Frame {
 impl Ws {
     /// Reads the server's answer to the request: a 101 with the right accept value, or the
     /// status it sent instead.
-    pub async fn upgraded(mut tcp: TcpStream, mask: u32) -> Result<Ws, Fail> {
+    pub async fn upgraded(mut tcp: Stream, mask: u32) -> Result<Ws, Fail> {
         let mut buf = Vec::with_capacity(4096);
         let head_end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -138,7 +152,7 @@ impl Ws {
     /// Sends one masked frame (client frames must be masked; any key will do).
     pub async fn send(&mut self, op: u8, payload: &[u8]) -> Result<(), Fail> {
         let frame = frame(op, payload, self.mask);
-        self.tcp.write_all(&frame).await.map_err(|e| Fail::io("write", e))
+        write(&mut self.tcp, &frame).await.map_err(|e| Fail::io("write", e))
     }
 
     pub async fn send_text(&mut self, text: &str) -> Result<(), Fail> {
@@ -147,7 +161,7 @@ impl Ws {
 
     /// Writes raw bytes: the start of a frame that will never be finished.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), Fail> {
-        self.tcp.write_all(bytes).await.map_err(|e| Fail::io("write", e))
+        write(&mut self.tcp, bytes).await.map_err(|e| Fail::io("write", e))
     }
 
     /// The next frame; pings are answered on the way (a stayer of the heartbeat's).
@@ -265,7 +279,7 @@ fn set_max_segment(sock: &TcpSocket, mss: u32) -> std::io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
-async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_more(tcp: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 2048 {
         buf.reserve(16 * 1024);
     }
