@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use event_listener::Event;
-use tokio::sync::mpsc;
 
 use crate::config::OverflowPolicy;
 
@@ -16,6 +15,7 @@ use crate::frames::Outgoing;
 use crate::heartbeat::Liveness;
 use crate::hub::Hub;
 use crate::metrics::{Metrics, Traffic, TrafficTotals};
+use crate::outbox::{self, TrySendError};
 use crate::signal::Signal;
 use crate::ConnId;
 
@@ -32,7 +32,7 @@ pub(crate) struct CloseRequest {
 pub struct ConnHandle {
     pub id: ConnId,
     pub info: Arc<ConnInfo>,
-    pub(crate) tx: mpsc::Sender<Outgoing>,
+    pub(crate) tx: outbox::Sender,
     queue_size: usize,
     queue_bytes: usize,
     overflow: OverflowPolicy,
@@ -65,13 +65,9 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub fn new(
-        id: ConnId,
-        info: Arc<ConnInfo>,
-        hub: &Hub,
-    ) -> (Arc<Self>, mpsc::Receiver<Outgoing>) {
+    pub fn new(id: ConnId, info: Arc<ConnInfo>, hub: &Hub) -> (Arc<Self>, outbox::Receiver) {
         let cfg = &hub.config;
-        let (tx, rx) = mpsc::channel(cfg.queue_size);
+        let (tx, rx) = outbox::channel(cfg.queue_size);
         let handle = Arc::new(Self {
             id,
             info,
@@ -112,7 +108,7 @@ impl ConnHandle {
         // SeqCst: a waiter's flag store and this load, against the writer's subtraction and
         // its flag load, are the two halves of a Dekker pair (see `drain`).
         let bytes = self.queued_bytes.load(Ordering::SeqCst);
-        let frames = self.queue_size - self.tx.capacity();
+        let frames = self.tx.len();
         bytes <= self.queue_bytes / 2 && frames <= self.queue_size / 2
     }
 
@@ -200,7 +196,7 @@ impl ConnHandle {
             Ok(()) => true,
             Err(err) => {
                 self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                if let mpsc::error::TrySendError::Full(_) = err {
+                if let TrySendError::Full(_) = err {
                     self.overflowed();
                 }
                 false
@@ -317,10 +313,7 @@ mod tests {
     use crate::config::Config;
     use crate::frames::Text;
 
-    fn handle(
-        queue_size: usize,
-        queue_bytes: usize,
-    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outgoing>) {
+    fn handle(queue_size: usize, queue_bytes: usize) -> (Arc<ConnHandle>, outbox::Receiver) {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let hub = Hub::new(Config {
             queue_size,
@@ -344,7 +337,7 @@ mod tests {
 
     /// What the writer does with `n` frames: takes them off the queue, then counts them
     /// written.
-    fn write(h: &ConnHandle, rx: &mut mpsc::Receiver<Outgoing>, n: usize) {
+    fn write(h: &ConnHandle, rx: &mut outbox::Receiver, n: usize) {
         let bytes: usize = (0..n).map(|_| rx.try_recv().unwrap().len()).sum();
         h.written(bytes);
     }

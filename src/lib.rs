@@ -17,6 +17,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod origin;
+pub mod outbox;
 pub mod proxies;
 pub mod pulse;
 pub mod ratelimit;

@@ -2,7 +2,9 @@
 //! small payloads copied into one buffer; a larger payload, such as a broadcast's, sent from the
 //! bytes every member shares, never copied) and sends the batch with vectored writes.
 
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -12,7 +14,7 @@ use super::codec::{put_header, MAX_HEADER};
 use super::deflate::{compress, Deflate};
 use super::{truncate, Outgoing};
 
-/// Slices per write call (small frames share one): the array lives in every writer task.
+/// Slices per write call (small frames share one).
 const MAX_SLICES: usize = 16;
 /// Payloads up to this size are copied into the batch's buffer rather than sent as a slice.
 const COPY_UP_TO: usize = 512;
@@ -104,9 +106,15 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 (control(Control::Close), close_payload(code, &reason))
             }
         };
-        if self.headers.capacity() - self.headers.len() < MAX_HEADER + COPY_UP_TO {
-            self.headers.reserve(KEEP_HEADERS);
-        }
+        // Room for what this frame adds, no more: the buffer grows to a connection's largest
+        // batch (reused from then on), and one that only ever got a heartbeat Ping holds a few
+        // bytes, not a kilobyte, while it is idle.
+        let copied = if payload.len() <= COPY_UP_TO {
+            payload.len()
+        } else {
+            0
+        };
+        self.headers.reserve(MAX_HEADER + copied);
         put_header(&mut self.headers, opcode, payload.len(), compressed);
         // A small payload is copied beside its header: one slice instead of two, and a
         // batch of small frames is one buffer. A large one is sent from where it is, shared.
@@ -125,13 +133,19 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
         let mut first = 0;
         while first < self.parts.len() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, part) in slices.iter_mut().zip(&self.parts[first..]) {
-                *slot = IoSlice::new(part);
-                count += 1;
-            }
-            let mut written = self.io.write_vectored(&slices[..count]).await?;
+            // The slices are built in the poll, on the thread's stack: held across the await,
+            // they would be part of every writer task's state, idle or not.
+            let (io, parts) = (&mut self.io, &self.parts[first..]);
+            let mut written = poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (slot, part) in slices.iter_mut().zip(parts) {
+                    *slot = IoSlice::new(part);
+                    count += 1;
+                }
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }

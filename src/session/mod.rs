@@ -24,7 +24,9 @@ use crate::events::{ConnInfo, Decision, Event};
 use crate::frames;
 use crate::handshake::{self, Reply};
 use crate::hub::Hub;
+use crate::limits::Slot;
 use crate::metrics::Refusal;
+use crate::outbox;
 use crate::request::{plain_http, read_head, write_reply};
 use crate::tls::{self, Accepted};
 use crate::ConnId;
@@ -57,6 +59,19 @@ impl Drop for Lifecycle {
     }
 }
 
+/// A connection whose handshake is done: what its reader and writer need.
+struct Open {
+    stream: tls::Stream,
+    leftover: Vec<u8>,
+    handle: Arc<ConnHandle>,
+    rx: outbox::Receiver,
+    life: Lifecycle,
+    relay: Option<Relay>,
+    deflate: Option<frames::Deflate>,
+    /// Counts the connection against `max_connections` until it ends.
+    _slot: Slot,
+}
+
 /// Runs one accepted TCP connection from its first byte to its last.
 pub async fn serve(
     hub: Arc<Hub>,
@@ -64,6 +79,23 @@ pub async fn serve(
     peer: SocketAddr,
     shutdown: watch::Receiver<Option<Duration>>,
 ) {
+    // The handshake's state (TLS accept, the request, waiting for `on_connect`) is boxed, and
+    // freed once the connection is open: inline, it would size the future that every open
+    // connection keeps for its whole life (3.6 KB of 9 per idle connection).
+    let handshake = Box::pin(handshake(hub.clone(), tcp, peer, shutdown.clone()));
+    if let Some(open) = handshake.await {
+        run_open(hub, open).await;
+    }
+}
+
+/// The TLS and HTTP handshake, the checks and `on_connect`; `None` when the connection was
+/// refused or lost (its answer, if any, already written).
+async fn handshake(
+    hub: Arc<Hub>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<Option<Duration>>,
+) -> Option<Open> {
     let cfg = &hub.config;
     // Held for the whole connection; a refusal is answered once the request is read.
     let (mut slot, admitted) = hub.limits.admit();
@@ -85,12 +117,12 @@ pub async fn serve(
                 400,
                 "this port speaks TLS: connect with https:// or wss://\n",
             );
-            return write_reply(&mut plain, &reply).await;
+            return refuse(&mut plain, &reply).await;
         }
         Accepted::Failed(why) => {
             log::info!("{peer}: {why}");
             hub.metrics.tls_handshake_failed();
-            return;
+            return None;
         }
     };
     let (request, leftover) = match read_head(
@@ -102,7 +134,7 @@ pub async fn serve(
     .await
     {
         Ok(Some(x)) => x,
-        Ok(None) => return,
+        Ok(None) => return None,
         Err(reply) => {
             log::info!(
                 "{peer}: refused handshake with {}: {}",
@@ -110,7 +142,7 @@ pub async fn serve(
                 reply.body.trim_end()
             );
             hub.metrics.refused(Refusal::Request, reply.status);
-            return write_reply(&mut stream, &reply).await;
+            return refuse(&mut stream, &reply).await;
         }
     };
     // Behind a trusted proxy, the client is who the proxy says it is.
@@ -120,26 +152,26 @@ pub async fn serve(
         hub.metrics.refused(Refusal::Limit, 503);
         let reply = Reply::new(503, format!("too many connections: {why}; retry later\n"))
             .header("Retry-After", "5");
-        return write_reply(&mut stream, &reply).await;
+        return refuse(&mut stream, &reply).await;
     }
     if !request.wants_websocket() {
         if let Some(status) = plain_http(&hub, &mut stream, request, leftover, peer).await {
             hub.metrics.http_response(status);
         }
-        return;
+        return None;
     }
     if let Err(why) = hub.limits.handshake(peer.ip(), std::time::Instant::now()) {
         hub.limits.log_refusal(&peer, 429, &why);
         hub.metrics.refused(Refusal::Limit, 429);
         let reply = Reply::new(429, format!("too many WebSocket handshakes: {why}\n"))
             .header("Retry-After", "1");
-        return write_reply(&mut stream, &reply).await;
+        return refuse(&mut stream, &reply).await;
     }
     if !cfg.serves_path(&request.path) {
         log::info!("{peer}: no WebSocket endpoint at {}; 404", request.path);
         hub.metrics.refused(Refusal::Request, 404);
         let reply = Reply::new(404, format!("no WebSocket endpoint at {}\n", request.path));
-        return write_reply(&mut stream, &reply).await;
+        return refuse(&mut stream, &reply).await;
     }
     if hub.origins.is_none() && request.header("cookie").is_some() {
         crate::origin::warn_cookies_without_policy(&hub.cookies_warned, &peer);
@@ -149,7 +181,7 @@ pub async fn serve(
             log::warn!("{peer}: Origin {origin:?} is not in allowed_origins; 403");
             hub.metrics.refused(Refusal::Origin, 403);
             let reply = Reply::new(403, format!("origin {origin} is not allowed here\n"));
-            return write_reply(&mut stream, &reply).await;
+            return refuse(&mut stream, &reply).await;
         }
     }
     let key = match handshake::validate_upgrade(&request) {
@@ -161,7 +193,7 @@ pub async fn serve(
                 reply.body.trim_end()
             );
             hub.metrics.refused(Refusal::Request, reply.status);
-            return write_reply(&mut stream, &reply).await;
+            return refuse(&mut stream, &reply).await;
         }
     };
     let subprotocols = request.subprotocols();
@@ -210,7 +242,7 @@ pub async fn serve(
             Ok(Ok(Decision::Reject { status, body })) => {
                 log::info!("connection {id} ({peer}): on_connect refused it with {status}");
                 hub.metrics.refused(Refusal::OnConnect, status);
-                return write_reply(&mut stream, &Reply::new(status, body)).await;
+                return refuse(&mut stream, &Reply::new(status, body)).await;
             }
             Ok(Err(_)) | Err(_) => {
                 hub.forget_decision(id);
@@ -223,7 +255,7 @@ pub async fn serve(
                     503,
                     "the server did not accept the connection in time; retry\n",
                 );
-                return write_reply(&mut stream, &reply).await;
+                return refuse(&mut stream, &reply).await;
             }
         }
     } else if routes.any() {
@@ -248,25 +280,50 @@ pub async fn serve(
         .is_err()
     {
         life.outcome = Some((1006, "connection lost during the handshake".into()));
-        return;
+        return None;
     }
     hub.metrics.accepted();
     life.accepted = true;
     if shutdown.borrow().is_some() {
         handle.close(1001, "server shutting down".into());
     }
+    Some(Open {
+        stream,
+        leftover,
+        handle,
+        rx,
+        life,
+        relay,
+        deflate: deflate.map(|(d, _)| d),
+        _slot: slot,
+    })
+}
+
+/// The open connection: its writer task, and its reader in this one, until either ends.
+async fn run_open(hub: Arc<Hub>, open: Open) {
+    let Open {
+        stream,
+        leftover,
+        handle,
+        rx,
+        mut life,
+        relay,
+        deflate,
+        _slot,
+    } = open;
+    let cfg = &hub.config;
     let mut mode = match (relay.as_ref(), &hub.chat) {
         (Some(relay), _) => Mode::Relay(relay),
         (None, Some(chat)) => Mode::Chat(ChatSession::open(chat.clone(), &handle)),
         (None, None) => Mode::Hooks,
     };
-    let (reader, writer) = frames::open(stream, leftover, cfg, deflate.map(|(d, _)| d));
+    let (reader, writer) = frames::open(stream, leftover, cfg, deflate);
     let batch_bytes = cfg.write_buffer_size;
     let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx, batch_bytes));
     let outcome = read_loop(&hub, &handle, reader, &mut mode).await;
     handle.open.store(false, Ordering::Release);
     if let Mode::Chat(session) = mode {
-        session.close(&hub).await;
+        Box::pin(session.close(&hub)).await;
     }
     // A Close of ours may still be in flight: give the writer a moment to finish it.
     if handle.close_request().is_some() {
@@ -280,6 +337,12 @@ pub async fn serve(
     // Hooks registered while the connection was open want its end too.
     life.announced |= hub.routes().any();
     life.outcome = Some(outcome);
+}
+
+/// Answers a refused handshake; the connection ends there.
+async fn refuse(stream: &mut tls::Stream, reply: &Reply) -> Option<Open> {
+    write_reply(stream, reply).await;
+    None
 }
 
 /// What a connection's frames are for.

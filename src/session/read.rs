@@ -49,7 +49,9 @@ pub(super) async fn read_loop(
                 }
                 _ = mode.timer() => {
                     if let Mode::Chat(session) = mode {
-                        session.expired(hub).await;
+                        // Boxed, as the chat's other awaits below: the reader's state is kept
+                        // by every open connection, and these are rare or chat-only.
+                        Box::pin(session.expired(hub)).await;
                     }
                     continue;
                 }
@@ -110,7 +112,7 @@ pub(super) async fn read_loop(
                 hub.broadcast_room(&relay.room, Outgoing::Binary(data), relay_exclude);
                 continue;
             }
-            (Mode::Chat(session), Incoming::Text(text)) => session.text(hub, text).await,
+            (Mode::Chat(session), Incoming::Text(text)) => Box::pin(session.text(hub, text)).await,
             (Mode::Chat(session), Incoming::Binary(data)) => session.binary(hub, data),
             (Mode::Hooks, Incoming::Text(text)) => route_text(hub, handle, text),
             (Mode::Hooks, Incoming::Binary(data)) => {

@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::connection::ConnHandle;
 use crate::frames::{FrameWriter, Outgoing};
+use crate::outbox::Receiver;
 use crate::tls::WriteHalf;
 
 /// Frames written before one flush: enough to batch, few enough to keep latency flat.
@@ -26,7 +25,7 @@ async fn end_write_side(writer: &mut FrameWriter<WriteHalf>) {
 pub(super) async fn write_loop(
     handle: Arc<ConnHandle>,
     mut writer: FrameWriter<WriteHalf>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: Receiver,
     batch_bytes: usize,
 ) {
     loop {
@@ -41,10 +40,7 @@ pub(super) async fn write_loop(
                 }
                 return;
             }
-            item = rx.recv() => match item {
-                Some(item) => item,
-                None => return,
-            },
+            item = rx.recv() => item,
         };
         let mut next = Some(first);
         let mut written = 0;
@@ -69,7 +65,7 @@ pub(super) async fn write_loop(
             }
             written += 1;
             if written < MAX_WRITE_BATCH && bytes < batch_bytes {
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
         }
         if writer.flush().await.is_err() {
