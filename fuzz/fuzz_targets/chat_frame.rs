@@ -94,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
                     query: query.to_owned(),
                     headers: Vec::new(),
                     remote_addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
+                    secure: false,
                     subprotocols: Vec::new(),
                     subprotocol: None,
                 });

@@ -182,6 +182,7 @@ pub async fn serve(
         query: request.query,
         headers: request.headers,
         remote_addr: peer,
+        secure: stream.is_tls(),
         subprotocols,
         subprotocol: subprotocol.clone(),
     });
