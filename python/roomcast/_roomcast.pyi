@@ -32,6 +32,7 @@ def http_next(
         bytes,
         tuple[str, int],
         Optional[tuple[str, int]],
+        str,
     ]
 ]: ...
 def http_respond(
