@@ -254,8 +254,8 @@ pub async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
     let length = declared_length(request, limits.max_body_size).map_err(Some)?;
     if body.len() < length
         && request
-            .header("expect")
-            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+            .header_tokens("expect")
+            .any(|e| e.eq_ignore_ascii_case("100-continue"))
     {
         let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
     }
@@ -421,6 +421,37 @@ mod tests {
         }
         let chunked = format!("{POST}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
         assert_eq!(body_of(&chunked, 100).await, Err(Some(411)));
+    }
+
+    /// Found by fuzz/fuzz_targets/http_body.rs: Expect is a list, and only its first header
+    /// was read, so a client whose 100-continue came second waited for nothing.
+    #[tokio::test]
+    async fn every_expect_header_is_read_for_100_continue() {
+        let (request, _) = crate::handshake::parse_head(
+            format!("{POST}Expect: foo\r\nExpect: bar, 100-Continue\r\nContent-Length: 2\r\n\r\n")
+                .as_bytes(),
+            4096,
+        )
+        .unwrap()
+        .unwrap();
+        let (mut server, mut client) = tokio::io::duplex(64);
+        let limits = Limits {
+            max_body_size: 100,
+            timeout: Duration::from_secs(5),
+        };
+        let (body, continued) = tokio::join!(
+            read_body(&mut server, &request, Vec::new(), &limits),
+            async {
+                // A client that waits for 100 Continue, but not forever (curl: one second).
+                let mut answer = [0; 25];
+                let wait = Duration::from_secs(1);
+                let _ = tokio::time::timeout(wait, client.read_exact(&mut answer)).await;
+                client.write_all(b"hi").await.unwrap();
+                answer
+            }
+        );
+        assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(body, Ok(Bytes::from_static(b"hi")));
     }
 
     #[test]
