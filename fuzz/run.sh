@@ -10,7 +10,7 @@ seconds="${FUZZ_SECONDS:-60}"
 read -r -a flags <<<"${FUZZ_BUILD_FLAGS:-}"
 [ -z "${FUZZ_TARGET_DIR:-}" ] || flags+=(--target-dir "$FUZZ_TARGET_DIR")
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(handshake frames envelope chat_frame)
+[ ${#targets[@]} -gt 0 ] || targets=(handshake frames envelope chat_frame http_body)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: nightly toolchain not available; skipped"

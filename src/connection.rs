@@ -325,6 +325,7 @@ mod tests {
             query: String::new(),
             headers: Vec::new(),
             remote_addr: "127.0.0.1:1".parse().unwrap(),
+            secure: false,
             subprotocols: Vec::new(),
             subprotocol: None,
         });

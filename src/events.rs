@@ -15,6 +15,9 @@ pub struct ConnInfo {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub remote_addr: SocketAddr,
+    /// The connection came over TLS (wss://): what a WSGI environ of the handshake needs for
+    /// `wsgi.url_scheme`, as plain HTTP requests get it (`http::HttpRequest::scheme`).
+    pub secure: bool,
     /// Subprotocols the client offered, in its order.
     pub subprotocols: Vec<String>,
     /// The one the server chose, if any.

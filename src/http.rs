@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::tls::Stream;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::handshake::{reason_phrase, Reply, Request};
@@ -236,9 +236,11 @@ fn response_bytes(response: &HttpResponse, head_only: bool) -> Vec<u8> {
     bytes
 }
 
-/// The request body, as framed by Content-Length. `Err(None)`: the client left.
-async fn read_body(
-    stream: &mut Stream,
+/// The request body, as framed by Content-Length; `body` holds the bytes read past the head.
+/// `Err(Some(reply))`: refused, send `reply`; `Err(None)`: the client left. Generic over the
+/// stream so that the fuzz target (fuzz/fuzz_targets/http_body.rs) runs it on memory.
+pub async fn read_body<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     request: &Request,
     mut body: Vec<u8>,
     limits: &Limits,
@@ -249,26 +251,11 @@ async fn read_body(
             "chunked request bodies are not supported; send a Content-Length\n",
         )));
     }
-    let length = match request.header("content-length") {
-        None => 0,
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| Some(Reply::new(400, format!("bad Content-Length {v:?}\n"))))?,
-    };
-    if length > limits.max_body_size {
-        return Err(Some(Reply::new(
-            413,
-            format!(
-                "request body of {length} bytes is larger than max_body_size ({} bytes)\n",
-                limits.max_body_size
-            ),
-        )));
-    }
+    let length = declared_length(request, limits.max_body_size).map_err(Some)?;
     if body.len() < length
         && request
-            .header("expect")
-            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+            .header_tokens("expect")
+            .any(|e| e.eq_ignore_ascii_case("100-continue"))
     {
         let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
     }
@@ -290,6 +277,46 @@ async fn read_body(
             408,
             "the request body did not arrive in time\n",
         ))),
+    }
+}
+
+/// The body's length by its Content-Length headers, refused unless it is within `max`. Every
+/// header must be digits only and all must agree (RFC 9112, 6.3): else the framing is unknown,
+/// and a proxy in front of us may have read another body from the same bytes than we would.
+fn declared_length(request: &Request, max: usize) -> Result<usize, Reply> {
+    let mut declared: Option<&str> = None;
+    for (_, value) in request
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+    {
+        let digits = value.trim_matches([' ', '\t']);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Reply::new(
+                400,
+                format!(
+                    "bad Content-Length {value:?}: send the body's size in bytes, digits only\n"
+                ),
+            ));
+        }
+        let digits = digits.trim_start_matches('0');
+        if declared.is_some_and(|d| d != digits) {
+            return Err(Reply::new(
+                400,
+                "Content-Length headers that disagree; send one, with the body's size\n",
+            ));
+        }
+        declared = Some(digits);
+    }
+    let digits = declared.unwrap_or("");
+    // Digits past usize are a size too, just a large one: 413, not 400.
+    match (digits.is_empty(), digits.parse::<usize>()) {
+        (true, _) => Ok(0),
+        (false, Ok(length)) if length <= max => Ok(length),
+        _ => Err(Reply::new(
+            413,
+            format!("request body of {digits} bytes is larger than max_body_size ({max} bytes)\n"),
+        )),
     }
 }
 
@@ -335,6 +362,96 @@ mod tests {
         assert!(!ex.respond(a, again));
         ex.close();
         assert!(ex.submit(request(0)).is_none());
+    }
+
+    /// `read_body` on `sent` (head, then what follows), the client gone after it.
+    async fn body_of(sent: &str, max_body_size: usize) -> Result<Bytes, Option<u16>> {
+        let (request, head_len) = crate::handshake::parse_head(sent.as_bytes(), 4096)
+            .unwrap()
+            .unwrap();
+        let (mut server, client) = tokio::io::duplex(64);
+        drop(client);
+        let limits = Limits {
+            max_body_size,
+            timeout: Duration::from_secs(5),
+        };
+        let leftover = sent.as_bytes()[head_len..].to_vec();
+        let read = read_body(&mut server, &request, leftover, &limits).await;
+        read.map_err(|refusal| refusal.map(|reply| reply.status))
+    }
+
+    const POST: &str = "POST / HTTP/1.1\r\nHost: x\r\n";
+
+    #[tokio::test]
+    async fn a_declared_length_is_read_exactly() {
+        let sent = format!("{POST}Content-Length: 5\r\n\r\nhello, and more");
+        assert_eq!(body_of(&sent, 100).await, Ok(Bytes::from_static(b"hello")));
+        let twice = format!("{POST}Content-Length: 5\r\nContent-Length: 005\r\n\r\nhello");
+        assert_eq!(body_of(&twice, 100).await, Ok(Bytes::from_static(b"hello")));
+        let short = format!("{POST}Content-Length: 50\r\n\r\nhello");
+        assert_eq!(body_of(&short, 100).await, Err(None), "the client left");
+        assert_eq!(
+            body_of(&format!("{POST}\r\nrest"), 100).await,
+            Ok(Bytes::new())
+        );
+    }
+
+    /// Found by fuzz/fuzz_targets/http_body.rs: the first of two Content-Length headers was
+    /// believed, whatever the others said.
+    #[tokio::test]
+    async fn content_lengths_that_disagree_or_are_not_digits_get_400() {
+        for lengths in [
+            "41\r\nContent-Length: 40",
+            "5\r\nContent-Length: 6",
+            "+5",
+            "-1",
+            "5, 5",
+            "",
+        ] {
+            let sent = format!("{POST}Content-Length: {lengths}\r\n\r\nhello");
+            assert_eq!(body_of(&sent, 100).await, Err(Some(400)), "{lengths:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn lengths_over_the_limit_get_413_however_many_digits() {
+        for length in ["101", "99999999999999999999999999"] {
+            let sent = format!("{POST}Content-Length: {length}\r\n\r\nhello");
+            assert_eq!(body_of(&sent, 100).await, Err(Some(413)), "{length}");
+        }
+        let chunked = format!("{POST}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        assert_eq!(body_of(&chunked, 100).await, Err(Some(411)));
+    }
+
+    /// Found by fuzz/fuzz_targets/http_body.rs: Expect is a list, and only its first header
+    /// was read, so a client whose 100-continue came second waited for nothing.
+    #[tokio::test]
+    async fn every_expect_header_is_read_for_100_continue() {
+        let (request, _) = crate::handshake::parse_head(
+            format!("{POST}Expect: foo\r\nExpect: bar, 100-Continue\r\nContent-Length: 2\r\n\r\n")
+                .as_bytes(),
+            4096,
+        )
+        .unwrap()
+        .unwrap();
+        let (mut server, mut client) = tokio::io::duplex(64);
+        let limits = Limits {
+            max_body_size: 100,
+            timeout: Duration::from_secs(5),
+        };
+        let (body, continued) = tokio::join!(
+            read_body(&mut server, &request, Vec::new(), &limits),
+            async {
+                // A client that waits for 100 Continue, but not forever (curl: one second).
+                let mut answer = [0; 25];
+                let wait = Duration::from_secs(1);
+                let _ = tokio::time::timeout(wait, client.read_exact(&mut answer)).await;
+                client.write_all(b"hi").await.unwrap();
+                answer
+            }
+        );
+        assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(body, Ok(Bytes::from_static(b"hi")));
     }
 
     #[test]

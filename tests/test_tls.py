@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -216,6 +217,27 @@ def test_wsgi_sees_https_over_tls(start, ca, tmp_path):
     conn.request("GET", "/")
     assert conn.getresponse().read() == b"https"
     conn.close()
+
+
+def secure_app(**settings: Any) -> roomcast.Server:
+    """A server that tells each client whether its handshake request was ``secure``."""
+    app = roomcast.Server(**settings)
+
+    @app.on_connect
+    def tell(conn: roomcast.Connection, request: roomcast.Request) -> None:
+        conn.send(f"secure={request.secure}")
+
+    return app
+
+
+def test_the_handshake_request_says_whether_it_came_over_tls(start, ca, tmp_path):
+    certfile, keyfile = issue(ca, tmp_path)
+    tls = start(secure_app(ssl_certfile=certfile, ssl_keyfile=keyfile))
+    plain = start(secure_app())
+    with connect(tls.url, ssl=trusting(ca), open_timeout=5) as ws:
+        assert ws.recv(timeout=5) == "secure=True"
+    with connect(plain.url, open_timeout=5) as ws:
+        assert ws.recv(timeout=5) == "secure=False"
 
 
 APP = """

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use _roomcast::chat::session::ChatSession;
 use _roomcast::chat::ChatConfig;
@@ -23,22 +23,12 @@ use _roomcast::frames::{Outgoing, Text};
 use _roomcast::hub::Hub;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
+use roomcast_fuzz::runtime;
 use serde_json::{json, Value};
-use tokio::runtime::Runtime;
 use tokio::sync::mpsc::Receiver;
 
 const SECRET: &str = "fuzzing-secret-of-at-least-32-bytes!";
 const CONNS: usize = 3;
-
-fn runtime() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
 
 fn sign(claims: &str) -> Option<String> {
     let claims: Value = serde_json::from_str(claims).ok()?;
@@ -94,6 +84,7 @@ fuzz_target!(|data: &[u8]| {
                     query: query.to_owned(),
                     headers: Vec::new(),
                     remote_addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
+                    secure: false,
                     subprotocols: Vec::new(),
                     subprotocol: None,
                 });

@@ -13,55 +13,14 @@
 //!   payload, masked here with a fixed key.
 #![no_main]
 
-use std::io;
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::task::{Context, Poll};
 
 use _roomcast::config::Config;
 use _roomcast::frames::{Deflate, FrameReader, FrameWriter, Incoming, Outgoing, ReadError};
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::runtime::Runtime;
+use roomcast_fuzz::{runtime, Wire};
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// The client's side of a socket: its bytes in `read`-sized pieces, then end of stream;
-/// what the server writes is dropped.
-struct Wire {
-    input: Vec<u8>,
-    pos: usize,
-    chunk: usize,
-}
-
-impl AsyncRead for Wire {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let n = self
-            .chunk
-            .min(self.input.len() - self.pos)
-            .min(buf.remaining());
-        let start = self.pos;
-        buf.put_slice(&self.input[start..start + n]);
-        self.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Wire {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(b.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
     let (head, rest) = data.split_at(n.min(data.len()));
@@ -110,16 +69,6 @@ fn encode(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn runtime() -> &'static Runtime {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
-
 fn config() -> &'static Config {
     static CFG: OnceLock<Config> = OnceLock::new();
     // Small limits: a message past them is the 1009 path, and memory stays bounded.
@@ -141,24 +90,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let split = bytes.len() * usize::from((mode >> 2) & 7) / 8;
     let leftover = bytes[..split].to_vec();
-    let wire = Wire {
-        input: bytes[split..].to_vec(),
-        pos: 0,
-        chunk: 1 << (mode >> 5),
-    };
+    let wire = Wire::new(bytes[split..].to_vec(), 1 << (mode >> 5));
     let deflate = (mode & 3 == 1).then_some(Deflate {
         server_window_bits: 15,
     });
     let cfg = config();
     runtime().block_on(async {
-        let mut reader = FrameReader::new(wire, leftover, cfg.max_message_size, cfg.read_buffer_size)
-            .with_deflate(deflate.is_some());
-        let sink = Wire {
-            input: Vec::new(),
-            pos: 0,
-            chunk: 1,
-        };
-        let mut writer = FrameWriter::new(sink).with_deflate(deflate, 0);
+        let mut reader =
+            FrameReader::new(wire, leftover, cfg.max_message_size, cfg.read_buffer_size)
+                .with_deflate(deflate.is_some());
+        let mut writer = FrameWriter::new(Wire::new(Vec::new(), 1)).with_deflate(deflate, 0);
         // Every frame yields at most one item, so the input's length bounds the loop.
         for _ in 0..=data.len() {
             let out = match reader.next().await {

@@ -3,7 +3,8 @@
 from collections.abc import Awaitable
 from typing import Any, Callable, Optional, Union, final
 
-_InfoTuple = tuple[str, str, list[tuple[str, str]], tuple[str, int], list[str], Optional[str]]
+# path, query, headers, remote_addr, offered subprotocols, chosen subprotocol, over TLS
+_InfoTuple = tuple[str, str, list[tuple[str, str]], tuple[str, int], list[str], Optional[str], bool]
 _Event = tuple[Any, ...]
 _Payload = Union[str, bytes, bytearray, memoryview]
 
@@ -31,6 +32,7 @@ def http_next(
         bytes,
         tuple[str, int],
         Optional[tuple[str, int]],
+        str,
     ]
 ]: ...
 def http_respond(

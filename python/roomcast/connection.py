@@ -20,7 +20,8 @@ class Request:
     """The handshake request, as ``on_connect`` sees it.
 
     ``query`` maps each parameter to its last value (``?name=a&name=b`` → ``"b"``); all
-    values are in ``query_list``. Header names are lower-case.
+    values are in ``query_list``. Header names are lower-case. ``secure`` is True when the
+    connection came over TLS (``wss://``): the server's own, not a proxy's in front of it.
     """
 
     path: str
@@ -28,6 +29,7 @@ class Request:
     headers: dict[str, str]
     remote_addr: tuple[str, int]
     subprotocols: list[str]
+    secure: bool = False
     query: dict[str, str] = field(init=False)
     query_list: list[tuple[str, str]] = field(init=False)
     cookies: dict[str, str] = field(init=False)
@@ -45,8 +47,8 @@ class Request:
 
     @classmethod
     def _from_info(cls, info: InfoTuple) -> Request:
-        path, query, headers, addr, offered, _chosen = info
-        return cls(path, query, dict(headers), (addr[0], addr[1]), list(offered))
+        path, query, headers, addr, offered, _chosen, secure = info
+        return cls(path, query, dict(headers), (addr[0], addr[1]), list(offered), secure)
 
 
 class Connection:

@@ -97,6 +97,7 @@ fn info_tuple<'py>(py: Python<'py>, info: &ConnInfo) -> PyResult<Bound<'py, PyAn
         addr,
         info.subprotocols.clone(),
         info.subprotocol.clone(),
+        info.secure,
     )
         .into_pyobject(py)?
         .into_any())

@@ -214,6 +214,7 @@ async fn handshake(
         query: request.query,
         headers: request.headers,
         remote_addr: peer,
+        secure: stream.is_tls(),
         subprotocols,
         subprotocol: subprotocol.clone(),
     });

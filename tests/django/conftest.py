@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
+import trustme
 
 import roomcast
 from roomcast.django.server import build
@@ -24,13 +26,20 @@ log_lines = _suite.log_lines
 
 
 @pytest.fixture
-def runws(transactional_db: Any) -> Iterator[Callable[[], roomcast.RunningServer]]:
+def runws(transactional_db: Any) -> Iterator[Callable[..., roomcast.RunningServer]]:
     """``runws()`` serves the project as ``manage.py runws`` does, on a free port (the
-    settings are read then: change them with pytest-django's ``settings`` first)."""
+    settings are read then: change them with pytest-django's ``settings`` first).
+    ``runws(app=server)`` serves that roomcast app instead of ``ROOMCAST_APP``;
+    ``runws(tls=(certfile, keyfile))`` serves TLS, as ``--ssl-certfile``/``--ssl-keyfile``."""
     started: list[roomcast.RunningServer] = []
 
-    def start() -> roomcast.RunningServer:
-        server = build().start(port=0)
+    def start(
+        *, app: Optional[roomcast.Server] = None, tls: Optional[tuple[Path, Path]] = None
+    ) -> roomcast.RunningServer:
+        project = build(app=app)
+        # The same ROOMCAST_APP comes back from every build: no test may leave TLS on in it.
+        project.use_tls(*(tls or (None, None)))
+        server = project.start(port=0)
         started.append(server)
         return server
 
@@ -52,3 +61,16 @@ def session_cookie(transactional_db: Any) -> Callable[[str], str]:
         return f"sessionid={client.cookies['sessionid'].value}"
 
     return login
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[tuple[Path, Path], ssl.SSLContext]:
+    """A certificate for 127.0.0.1 and its key, and a client context that trusts it."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return (certfile, keyfile), ctx

@@ -88,18 +88,8 @@ def test_runws_serves_the_project_and_stops_on_sigterm(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_runws_serves_tls_and_reloads_on_sighup(tmp_path):
-    import ssl
-
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    cert.private_key_pem.write_to_path(str(keyfile))
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
+def test_runws_serves_tls_and_reloads_on_sighup(tmp_path, certificate):
+    (certfile, keyfile), ctx = certificate
     proc, port, banner = runws(
         tmp_path, "--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile)
     )

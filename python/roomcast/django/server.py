@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
 from django.conf import settings
@@ -73,7 +73,8 @@ class _ThroughMiddleware(BaseHandler):
 
 
 def handshake_environ(request: Request) -> dict[str, Any]:
-    """The WSGI environ of a WebSocket handshake."""
+    """The WSGI environ of a WebSocket handshake: over TLS its scheme is https, as a page's
+    is, so ``is_secure()``, secure cookies and the CSRF checks see what the browser used."""
     headers = list(request.headers.items())
     return wsgi.environ(
         (
@@ -85,7 +86,7 @@ def handshake_environ(request: Request) -> dict[str, Any]:
             b"",
             request.remote_addr,
             None,
-            "http",
+            "https" if request.secure else "http",
         )
     )
 
@@ -187,14 +188,7 @@ def _route(app: Server, views: ViewSockets) -> None:
         if not has_hooks or (own_paths is not None and request.path not in own_paths):
             raise Reject(404, f"no WebSocket view or roomcast app at {request.path}\n")
         django_request = _through_middleware(through, environ)
-        enriched = DjangoRequest(
-            request.path,
-            request.query_string,
-            request.headers,
-            request.remote_addr,
-            request.subprotocols,
-            django=django_request,
-        )
+        enriched = DjangoRequest(**_init_fields(request), django=django_request)
         conn.request = enriched
         if own_connect is None:
             return True
@@ -216,6 +210,11 @@ def _route(app: Server, views: ViewSockets) -> None:
     app._on_message = on_message
     app._on_disconnect = on_disconnect
     app._events = {name: wrap(hook) for name, hook in own_events.items()}
+
+
+def _init_fields(request: Request) -> dict[str, Any]:
+    """What ``Request`` was made with, so a ``DjangoRequest`` copies every field of it."""
+    return {f.name: getattr(request, f.name) for f in fields(Request) if f.init}
 
 
 def _through_middleware(through: _ThroughMiddleware, environ: dict[str, Any]) -> HttpRequest:
