@@ -21,11 +21,11 @@ use _roomcast::connection::ConnHandle;
 use _roomcast::events::{ConnInfo, Routes};
 use _roomcast::frames::{Outgoing, Text};
 use _roomcast::hub::Hub;
+use _roomcast::outbox::Receiver;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use libfuzzer_sys::fuzz_target;
 use roomcast_fuzz::runtime;
 use serde_json::{json, Value};
-use tokio::sync::mpsc::Receiver;
 
 const SECRET: &str = "fuzzing-secret-of-at-least-32-bytes!";
 const CONNS: usize = 3;
@@ -37,8 +37,8 @@ fn sign(claims: &str) -> Option<String> {
 }
 
 /// Drops what the server queued for a connection, checking that each text is JSON.
-fn drain(rx: &mut Receiver<Outgoing>) {
-    while let Ok(out) = rx.try_recv() {
+fn drain(rx: &mut Receiver) {
+    while let Some(out) = rx.try_recv() {
         if let Outgoing::Text(t) = out {
             let t = t.as_str();
             assert!(
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let chat = hub.chat.clone().unwrap();
     runtime().block_on(async {
-        let mut conns: Vec<(ChatSession, Arc<ConnHandle>, Receiver<Outgoing>)> = (0..CONNS)
+        let mut conns: Vec<(ChatSession, Arc<ConnHandle>, Receiver)> = (0..CONNS)
             .map(|_| {
                 let info = Arc::new(ConnInfo {
                     path: "/".into(),
