@@ -323,7 +323,7 @@ mod tests {
         let info = Arc::new(ConnInfo {
             path: "/".into(),
             query: String::new(),
-            headers: Vec::new(),
+            headers: Default::default(),
             remote_addr: "127.0.0.1:1".parse().unwrap(),
             secure: false,
             subprotocols: Vec::new(),

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::frames::Text;
+use crate::headers::Headers;
 
 /// What is known of a connection from its handshake. Shared, never copied per event.
 #[derive(Debug)]
 pub struct ConnInfo {
     pub path: String,
     pub query: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     pub remote_addr: SocketAddr,
     /// The connection came over TLS (wss://): what a WSGI environ of the handshake needs for
     /// `wsgi.url_scheme`, as plain HTTP requests get it (`http::HttpRequest::scheme`).

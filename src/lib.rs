@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod frames;
 pub mod handshake;
+pub mod headers;
 pub mod heartbeat;
 pub mod http;
 pub mod hub;

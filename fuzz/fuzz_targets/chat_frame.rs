@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
                 let info = Arc::new(ConnInfo {
                     path: "/".into(),
                     query: query.to_owned(),
-                    headers: Vec::new(),
+                    headers: Default::default(),
                     remote_addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
                     secure: false,
                     subprotocols: Vec::new(),

@@ -93,7 +93,7 @@ fn info_tuple<'py>(py: Python<'py>, info: &ConnInfo) -> PyResult<Bound<'py, PyAn
     Ok((
         info.path.as_str(),
         info.query.as_str(),
-        info.headers.clone(),
+        info.headers.iter().collect::<Vec<_>>(),
         addr,
         info.subprotocols.clone(),
         info.subprotocol.clone(),
