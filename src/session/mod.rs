@@ -323,10 +323,10 @@ async fn run_open(hub: Arc<Hub>, open: Box<Open>) {
         (None, Some(chat)) => Mode::Chat(ChatSession::open(chat.clone(), &handle)),
         (None, None) => Mode::Hooks,
     };
-    let (reader, writer) = frames::open(stream, leftover, cfg, deflate);
+    let (mut reader, writer) = frames::open(stream, leftover, cfg, deflate);
     let batch_bytes = cfg.write_buffer_size;
     let mut writer_task = tokio::spawn(write_loop(handle.clone(), writer, rx, batch_bytes));
-    let outcome = read_loop(&hub, &handle, reader, &mut mode).await;
+    let outcome = read_loop(&hub, &handle, &mut reader, &mut mode).await;
     handle.open.store(false, Ordering::Release);
     if let Mode::Chat(session) = mode {
         Box::pin(session.close(&hub)).await;

@@ -18,10 +18,14 @@ use crate::tls::ReadHalf;
 use crate::ConnId;
 
 /// Delivers incoming frames until the connection ends; returns its close code and reason.
+///
+/// Every open connection keeps this state while it waits, so it is kept small: the reader is
+/// borrowed (an async fn would keep two copies of an argument it owns) and a rate limiter,
+/// when there is one, is boxed.
 pub(super) async fn read_loop(
     hub: &Hub,
     handle: &Arc<ConnHandle>,
-    mut reader: FrameReader<ReadHalf>,
+    reader: &mut FrameReader<ReadHalf>,
     mode: &mut Mode<'_>,
 ) -> (u16, String) {
     let id = handle.id;
@@ -35,7 +39,7 @@ pub(super) async fn read_loop(
         .config
         .rate_limit
         .as_ref()
-        .map(|r| (r, Limiter::new(r, std::time::Instant::now())));
+        .map(|r| (r, Box::new(Limiter::new(r, std::time::Instant::now()))));
     let mut over_logged = false;
     loop {
         // Two shapes, so the per-frame path builds no timer and reads no clock.
