@@ -5,7 +5,7 @@ The difference is the sweep's cost (the Pings, the Pongs read, the ticks), as a 
 core. Also the server's RSS per connection (VmRSS after opening them minus before, over N).
 
     python benches/heartbeat_sweep.py [--conns 19900] [--interval 30] [--intervals 4]
-                                      [--holders 4] [--modes on,off]
+                                      [--holders 4] [--modes on,off] [--workers 1]
 
 Build the extension with `maturin develop --release` first. The clients run in `--holders`
 processes of their own (one fd each per connection; the open-files limit is per process),
@@ -13,6 +13,10 @@ bound to 127.0.0.2, 127.0.0.3, ... (loopback only). Every second the server's CP
 too: the busiest second shows whether the sweep comes in one burst or spread over the
 interval. A holder counts the Pings it answered and the connections the server closed; with
 the heartbeat on, no idle client that answers may be closed.
+
+`--workers N` (above 1) holds more connections than one process may open here: the server is
+`roomcast run servers/idle_app.py:app --workers N` (N processes on one port, SO_REUSEPORT)
+with a Redis broker (roomcast.testing.RedisServer), and the CPU and RSS are the workers' sums.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import time
 from typing import Any, Optional
 
 HERE = os.path.abspath(__file__)
+SERVERS = os.path.join(os.path.dirname(HERE), "servers")
 
 
 def raise_fd_limit() -> int:
@@ -57,6 +62,43 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_workers(
+    interval: Optional[float], workers: int, broker: str
+) -> tuple[subprocess.Popen[str], int, list[int]]:
+    """`roomcast run --workers` on a free port; returns it, its port and its workers' pids once
+    every worker listens."""
+    port = free_port()
+    env = dict(os.environ, IDLE_HEARTBEAT="none" if interval is None else str(interval))
+    env["IDLE_BROKER"] = broker
+    cmd = [sys.executable, "-m", "roomcast", "run", "idle_app:app", "--app-dir", SERVERS]
+    cmd += ["--workers", str(workers), "--port", str(port), "--log-level", "warning"]
+    sup = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    assert sup.stderr is not None
+    serving = 0
+    deadline = time.monotonic() + 60
+    while serving < workers and time.monotonic() < deadline:
+        line = sup.stderr.readline()
+        if not line:
+            raise RuntimeError(f"roomcast run exited ({sup.poll()}) before its workers served")
+        serving += "serving on" in line
+    if serving < workers:
+        raise RuntimeError(f"{serving} of {workers} workers served within 60 s")
+    return sup, port, children(sup.pid)
 
 
 # -- the server process -------------------------------------------------------------------------
@@ -166,18 +208,33 @@ async def hold(port: int, conns: int, source: str) -> None:
 # -- the run ------------------------------------------------------------------------------------
 
 
-def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(mode: str, args: argparse.Namespace, broker: Optional[str]) -> dict[str, Any]:
     interval = args.interval if mode == "on" else None
-    server = subprocess.Popen(
-        [sys.executable, HERE, "--serve", "none" if interval is None else str(interval)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    if broker is None:
+        server = subprocess.Popen(
+            [sys.executable, HERE, "--serve", "none" if interval is None else str(interval)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        port = int(server.stdout.readline())
+        pids = [server.pid]
+    else:
+        server, port, pids = start_workers(interval, args.workers, broker)
+
+    def rss_sum() -> int:
+        return sum(rss_kib(p) for p in pids)
+
+    def cpu_sum() -> float:
+        return sum(cpu_seconds(p) for p in pids)
+
+    def times_sum() -> tuple[float, float]:
+        both = [cpu_times(p) for p in pids]
+        return sum(u for u, _ in both), sum(s for _, s in both)
+
     holders: list[subprocess.Popen[str]] = []
     try:
-        port = int(server.stdout.readline())
         time.sleep(1.0)
-        rss_before = rss_kib(server.pid)
+        rss_before = rss_sum()
         per = [
             args.conns // args.holders + (i < args.conns % args.holders)
             for i in range(args.holders)
@@ -196,16 +253,16 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         open_s = time.monotonic() - opened_at
         n_open = sum(o["open"] for o in opened)
         time.sleep(2.0)  # the handshakes' after-effects settle
-        rss_after = rss_kib(server.pid)
+        rss_after = rss_sum()
         seconds = args.intervals * args.interval
-        user0, system0 = cpu_times(server.pid)
-        samples = [(time.monotonic(), cpu_seconds(server.pid))]
+        user0, system0 = times_sum()
+        samples = [(time.monotonic(), cpu_sum())]
         while samples[-1][0] - samples[0][0] < seconds:
             time.sleep(1.0)
-            samples.append((time.monotonic(), cpu_seconds(server.pid)))
+            samples.append((time.monotonic(), cpu_sum()))
         wall = samples[-1][0] - samples[0][0]
         cpu = samples[-1][1] - samples[0][1]
-        user1, system1 = cpu_times(server.pid)
+        user1, system1 = times_sum()
         busiest = max((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[1:]))
         counts = {"pings": 0, "closed": 0}
         for h in holders:
@@ -214,6 +271,7 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                 counts[k] += v
         return {
             "mode": f"heartbeat every {args.interval:g} s" if interval else "heartbeat off",
+            "workers": len(pids),
             "conns": n_open,
             "failed": sum(o["failed"] for o in opened),
             "open_s": round(open_s, 1),
@@ -234,9 +292,14 @@ def measure(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             h.wait()
         server.send_signal(signal.SIGTERM)
         try:
-            server.wait(timeout=20)
+            server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+        for pid in pids:  # workers a killed supervisor left behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def main() -> None:
@@ -253,10 +316,17 @@ def main() -> None:
     p.add_argument("--intervals", type=int, default=4, help="intervals measured per mode")
     p.add_argument("--holders", type=int, default=4, help="client processes")
     p.add_argument("--modes", default="on,off")
+    p.add_argument("--workers", type=int, default=1, help="server processes (above 1: a broker)")
     args = p.parse_args()
     limit = raise_fd_limit()
     print(f"open-files limit per process: {limit}", file=sys.stderr)
-    rows = [measure(mode, args) for mode in args.modes.split(",")]
+    if args.workers > 1:
+        from roomcast.testing import RedisServer
+
+        with RedisServer() as redis:
+            rows = [measure(mode, args, redis.url) for mode in args.modes.split(",")]
+    else:
+        rows = [measure(mode, args, None) for mode in args.modes.split(",")]
     for row in rows:
         print(json.dumps(row))
     by = {r["mode"].split()[1]: r for r in rows}
