@@ -113,6 +113,12 @@ def scenarios(duration: float, idle_hold: float) -> list[Scenario]:
             "msgs_per_s",
         ),
         Scenario(
+            "echo-64-w8-burst",
+            "(a) echo via a sync hook, 64 B, 50 conns, 8 in flight written together (burst)",
+            ["echo", "--conns", "50", "--window", "8", "--size", "64", "--burst", *d],
+            "msgs_per_s",
+        ),
+        Scenario(
             "echo-1k-w1",
             "(a) echo via a sync hook, 1 KiB, 50 conns, 1 in flight",
             ["echo", "--conns", "50", "--window", "1", "--size", "1024", *d],
@@ -522,6 +528,8 @@ def targets(results) -> list[str]:
         for peer, want in (("aiohttp+uvloop", 1.0), ("picows", 2.0), ("websockets", 5.0)):
             got, verdict = ratio(sc, "msgs_per_s", peer, want)
             rows.append((f"{sc}: roomcast / {peer} ≥ {want:g}×", got, verdict))
+    got, verdict = ratio("echo-64-w8-burst", "msgs_per_s", "aiohttp+uvloop", 1.5)
+    rows.append(("echo-64-w8-burst: roomcast / aiohttp+uvloop ≥ 1.5×", got, verdict))
     got, verdict = ratio("fanout-500", "deliveries_per_s", "socketify", 1.2)
     rows.append(("fanout-500: roomcast / socketify ≥ 1.2×", got, verdict))
     for sc in ("preset-fanout-500", "preset-chat-16"):

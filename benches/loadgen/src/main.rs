@@ -95,6 +95,10 @@ enum Cmd {
         /// Messages in flight per connection.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
         window: u32,
+        /// Write a connection's --window messages together (one write), and the next window
+        /// once all of them have come back: the burst shape of a client that sends in batches.
+        #[arg(long)]
+        burst: bool,
     },
     /// Subscribers on /sub, one publisher on /pub keeping --window messages in flight.
     Fanout {
@@ -331,12 +335,26 @@ async fn run(cmd: Cmd, clock: Clock) -> Result<Outcome, String> {
     let target = Target::resolve(&c.host, c.port).await?;
     let pid = c.server_pid;
     Ok(match cmd {
-        Cmd::Echo { conns, window, .. } => {
-            let a = peer::PeerArgs { kind: peer::Kind::Echo, proto: Proto::Raw, conns: conns as usize, window, size };
+        Cmd::Echo { conns, window, burst, .. } => {
+            let a = peer::PeerArgs {
+                kind: peer::Kind::Echo,
+                proto: Proto::Raw,
+                conns: conns as usize,
+                window,
+                size,
+                burst,
+            };
             peer::run(a, target, timing, pid, clock).await
         }
         Cmd::Chat { conns, window, protocol, .. } => {
-            let a = peer::PeerArgs { kind: peer::Kind::Chat, proto: protocol, conns: conns as usize, window, size };
+            let a = peer::PeerArgs {
+                kind: peer::Kind::Chat,
+                proto: protocol,
+                conns: conns as usize,
+                window,
+                size,
+                burst: false,
+            };
             peer::run(a, target, timing, pid, clock).await
         }
         Cmd::Fanout { subs, window, protocol, .. } => {

@@ -41,6 +41,9 @@ pub struct PeerArgs {
     pub conns: usize,
     pub window: u32,
     pub size: usize,
+    /// Send a connection's whole window together, once all of it has come back (the burst
+    /// shape), instead of a message as soon as one comes back (the spread shape).
+    pub burst: bool,
 }
 
 struct Shared {
@@ -52,6 +55,7 @@ struct Shared {
     rec: Recorder,
     size: usize,
     win: u32,
+    burst: bool,
     /// Live connections: how many receive each chat message.
     members: Cell<u64>,
     sent_all: Cell<u64>,
@@ -158,6 +162,7 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         rec,
         size: a.size,
         win: a.window,
+        burst: a.burst,
         members: Cell::new(wss.len() as u64),
         sent_all: Cell::new(0),
         expected_all: Cell::new(0),
@@ -259,7 +264,7 @@ async fn write_loop(sh: &Shared, flow: &Flow, sink: &mut SplitSink<Ws, Message>)
             let q = flow.in_flight.borrow();
             (sh.win.saturating_sub(q.len() as u32), q.front().map(|&(_, sent)| sent))
         };
-        if n == 0 {
+        if n == 0 || (sh.burst && n < sh.win) {
             let give_up = oldest.map_or(u64::MAX, |sent| sent + STALL_NS);
             let _ = timeout_at(clock.at(give_up.min(sh.window.end_ns)), flow.wake.notified()).await;
             continue;
