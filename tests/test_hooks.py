@@ -78,6 +78,42 @@ def test_on_connect_sees_the_request(start):
     assert seen["chosen"] == "superchat"
 
 
+def test_a_request_first_read_after_the_close_is_whole(start):
+    # The request is read from the core when first used; a connection whose hooks never
+    # looked at it must still show all of it to on_disconnect, after the core let it go.
+    seen = {}
+    app = roomcast.Server()
+
+    @app.on_message
+    def ignore(conn, msg):
+        pass
+
+    @app.on_disconnect
+    def gone(conn, code, reason):
+        r = conn.request
+        seen.update(path=r.path, query=r.query, agent=r.headers.get("x-test"), secure=r.secure)
+        seen.update(addr=r.remote_addr, cookies=r.cookies, offered=r.subprotocols)
+
+    server = start(app)
+    headers = {"X-Test": "late", "Cookie": "sid=x1"}
+    with connect(f"{server.url}/room?a=1&a=2", additional_headers=headers) as ws:
+        ws.send("hi")
+    wait_for(lambda: seen, timeout=5)
+    assert seen["path"] == "/room" and seen["query"] == {"a": "2"} and seen["agent"] == "late"
+    assert seen["cookies"] == {"sid": "x1"} and seen["offered"] == [] and seen["secure"] is False
+    assert seen["addr"][0] == "127.0.0.1"
+
+
+def test_a_request_is_read_only_and_compares_by_its_fields():
+    a = roomcast.Request("/p", "x=1", {"h": "v"}, ("127.0.0.1", 5), [])
+    b = roomcast.Request("/p", "x=1", {"h": "v"}, ("127.0.0.1", 5), [], secure=False)
+    assert a == b and a.query == {"x": "1"} and a.query_list == [("x", "1")]
+    assert a != roomcast.Request("/p", "x=2", {"h": "v"}, ("127.0.0.1", 5), [])
+    with pytest.raises(AttributeError, match="read-only"):
+        a.path = "/q"  # type: ignore[misc]
+    assert "path='/p'" in repr(a)
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_on_connect_refuses_with_a_status(start, kind):
     app = roomcast.Server()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from urllib.parse import parse_qsl
@@ -11,44 +10,145 @@ from ._payload import encode
 from ._roomcast import conn_drain as _conn_drain
 
 if TYPE_CHECKING:
-    from ._roomcast import Core
-    from ._roomcast import _InfoTuple as InfoTuple
+    from ._roomcast import Core, RequestInfo
 
 
-@dataclass(frozen=True)
 class Request:
-    """The handshake request, as ``on_connect`` sees it.
+    """The handshake request, as ``on_connect`` sees it. Read-only.
 
-    ``query`` maps each parameter to its last value (``?name=a&name=b`` → ``"b"``); all
-    values are in ``query_list``. Header names are lower-case. ``secure`` is True when the
-    connection came over TLS (``wss://``): the server's own, not a proxy's in front of it.
+    ``path``, ``query_string``, ``headers`` (names lower-case), ``remote_addr`` (the client's
+    ``(ip, port)``), ``subprotocols`` (offered), ``secure`` (True when the connection came
+    over TLS, ``wss://``: the server's own, not a proxy's in front of it); and, parsed from
+    them, ``query`` (each parameter's last value: ``?name=a&name=b`` → ``"b"``),
+    ``query_list`` (all values) and ``cookies``.
+
+    Only ``path`` is read when the connection opens: the rest comes from the server's core
+    the first time it is used, so connections whose hooks never look cost no Python memory
+    for their headers.
     """
 
-    path: str
-    query_string: str
-    headers: dict[str, str]
-    remote_addr: tuple[str, int]
-    subprotocols: list[str]
-    secure: bool = False
-    query: dict[str, str] = field(init=False)
-    query_list: list[tuple[str, str]] = field(init=False)
-    cookies: dict[str, str] = field(init=False)
+    __slots__ = ("_cookies", "_fields", "_info", "_query", "_query_list", "path")
 
-    def __post_init__(self) -> None:
-        pairs = parse_qsl(self.query_string, keep_blank_values=True)
-        object.__setattr__(self, "query_list", pairs)
-        object.__setattr__(self, "query", dict(pairs))
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(self.headers.get("cookie", ""))
-        except Exception:  # a malformed Cookie header must not refuse the connection
-            jar = SimpleCookie()
-        object.__setattr__(self, "cookies", {k: m.value for k, m in jar.items()})
+    path: str
+    _info: Optional[RequestInfo]
+    _fields: Optional[_Fields]
+    _query_list: Optional[list[tuple[str, str]]]
+    _query: Optional[dict[str, str]]
+    _cookies: Optional[dict[str, str]]
+
+    def __init__(
+        self,
+        path: str,
+        query_string: str,
+        headers: dict[str, str],
+        remote_addr: tuple[str, int],
+        subprotocols: list[str],
+        secure: bool = False,
+    ) -> None:
+        _init(self, None, path, (query_string, headers, remote_addr, subprotocols, secure))
 
     @classmethod
-    def _from_info(cls, info: InfoTuple) -> Request:
-        path, query, headers, addr, offered, _chosen, secure = info
-        return cls(path, query, dict(headers), (addr[0], addr[1]), list(offered), secure)
+    def _from_info(cls, info: RequestInfo) -> Request:
+        request = cls.__new__(cls)
+        _init(request, info, info.path, None)
+        return request
+
+    def _loaded(self) -> _Fields:
+        fields = self._fields
+        if fields is None:
+            assert self._info is not None
+            query, headers, addr, offered, secure = self._info.fields()
+            fields = (query, dict(headers), (addr[0], addr[1]), list(offered), secure)
+            object.__setattr__(self, "_fields", fields)
+        return fields
+
+    @property
+    def query_string(self) -> str:
+        return self._loaded()[0]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._loaded()[1]
+
+    @property
+    def remote_addr(self) -> tuple[str, int]:
+        return self._loaded()[2]
+
+    @property
+    def subprotocols(self) -> list[str]:
+        return self._loaded()[3]
+
+    @property
+    def secure(self) -> bool:
+        return self._loaded()[4]
+
+    @property
+    def query_list(self) -> list[tuple[str, str]]:
+        pairs = self._query_list
+        if pairs is None:
+            pairs = parse_qsl(self.query_string, keep_blank_values=True)
+            object.__setattr__(self, "_query_list", pairs)
+        return pairs
+
+    @property
+    def query(self) -> dict[str, str]:
+        query = self._query
+        if query is None:
+            query = dict(self.query_list)
+            object.__setattr__(self, "_query", query)
+        return query
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        cookies = self._cookies
+        if cookies is None:
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(self.headers.get("cookie", ""))
+            except Exception:  # a malformed Cookie header must not refuse the connection
+                jar = SimpleCookie()
+            cookies = {k: m.value for k, m in jar.items()}
+            object.__setattr__(self, "_cookies", cookies)
+        return cookies
+
+    def _copy_into(self, other: Request) -> None:
+        """Gives ``other`` (a subclass's new instance) this request's fields."""
+        _init(other, self._info, self.path, self._fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Request is read-only: cannot set {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Request):
+            return NotImplemented
+        return (self.path, *self._loaded()) == (other.path, *other._loaded())
+
+    __hash__ = None  # type: ignore[assignment]  # its headers are a dict
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(path={self.path!r}, query_string={self.query_string!r}, "
+            f"headers={self.headers!r}, remote_addr={self.remote_addr!r}, "
+            f"subprotocols={self.subprotocols!r}, secure={self.secure!r})"
+        )
+
+
+# query_string, headers, remote_addr, offered subprotocols, secure
+_Fields = tuple[str, dict[str, str], tuple[str, int], list[str], bool]
+
+
+def _init(
+    request: Request, info: Optional[RequestInfo], path: str, fields: Optional[_Fields]
+) -> None:
+    for name, value in (
+        ("_info", info),
+        ("_fields", fields),
+        ("_query_list", None),
+        ("_query", None),
+        ("_cookies", None),
+        ("path", path),
+    ):
+        object.__setattr__(request, name, value)
 
 
 class Connection:
@@ -59,17 +159,29 @@ class Connection:
     object in every hook of one connection's life.
     """
 
-    __slots__ = ("__weakref__", "_core", "_sink", "id", "request", "state", "subprotocol")
+    __slots__ = ("__weakref__", "_core", "_sink", "_state", "id", "request", "subprotocol")
 
-    def __init__(self, core: Core, conn_id: int, info: InfoTuple) -> None:
+    def __init__(self, core: Core, conn_id: int, info: RequestInfo) -> None:
         self._core = core
         self.id: int = conn_id
         self.request: Request = Request._from_info(info)
-        self.subprotocol: Optional[str] = info[5]
-        self.state: dict[str, Any] = {}
+        self.subprotocol: Optional[str] = info.subprotocol
+        self._state: Optional[dict[str, Any]] = None
         # When set, this connection's messages go here instead of the message hooks (a
         # blocking reader such as a dwebsocket-style Django view takes them).
         self._sink: Optional[Callable[[Union[str, bytes]], None]] = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Your own data for this connection (made at first use: most connections never
+        need one)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self._state = value
 
     @property
     def path(self) -> str:

@@ -12,11 +12,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 
 use crate::dispatch;
-use crate::events::{ConnInfo, Decision, Event, Routes};
+use crate::events::{Decision, Event, Routes};
 use crate::frames::{Outgoing, Text};
 use crate::hub::Hub;
 use crate::server::Server;
 use crate::ConnId;
+
+use super::request::RequestInfo;
 
 // Event kinds as Python sees them (mirrored in roomcast/_dispatch.py).
 const CONNECT: u8 = 0;
@@ -88,27 +90,10 @@ fn outgoing(data: &Bound<'_, PyAny>) -> PyResult<Outgoing> {
     )))
 }
 
-fn info_tuple<'py>(py: Python<'py>, info: &ConnInfo) -> PyResult<Bound<'py, PyAny>> {
-    let addr = (info.remote_addr.ip().to_string(), info.remote_addr.port());
-    Ok((
-        info.path.as_str(),
-        info.query.as_str(),
-        info.headers.iter().collect::<Vec<_>>(),
-        addr,
-        info.subprotocols.clone(),
-        info.subprotocol.clone(),
-        info.secure,
-    )
-        .into_pyobject(py)?
-        .into_any())
-}
-
 fn event_tuple<'py>(py: Python<'py>, event: Event) -> PyResult<Bound<'py, PyAny>> {
     let t = match event {
-        Event::Connect(info) => (CONNECT, info_tuple(py, &info)?)
-            .into_pyobject(py)?
-            .into_any(),
-        Event::Open(info) => (OPEN, info_tuple(py, &info)?).into_pyobject(py)?.into_any(),
+        Event::Connect(info) => (CONNECT, RequestInfo(info)).into_pyobject(py)?.into_any(),
+        Event::Open(info) => (OPEN, RequestInfo(info)).into_pyobject(py)?.into_any(),
         Event::Text(text) => (TEXT, PyString::new(py, text.as_str()))
             .into_pyobject(py)?
             .into_any(),
@@ -269,12 +254,8 @@ impl Core {
         self.server.hub().buffered_amount(id)
     }
 
-    fn info<'py>(&self, py: Python<'py>, id: ConnId) -> PyResult<Option<Bound<'py, PyAny>>> {
-        self.server
-            .hub()
-            .info(id)
-            .map(|i| info_tuple(py, &i))
-            .transpose()
+    fn info(&self, id: ConnId) -> Option<RequestInfo> {
+        self.server.hub().info(id).map(RequestInfo)
     }
 
     fn join(&self, id: ConnId, room: &str) -> PyResult<bool> {

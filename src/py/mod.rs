@@ -9,6 +9,7 @@ mod errors;
 mod http;
 mod logs;
 mod metrics;
+mod request;
 mod settings;
 mod tls;
 
@@ -19,6 +20,7 @@ fn _roomcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<core::Core>()?;
     m.add_class::<core::Batch>()?;
     m.add_class::<chat::ChatCore>()?;
+    m.add_class::<request::RequestInfo>()?;
     m.add_function(wrap_pyfunction!(settings::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::call_hook, m)?)?;
     m.add_function(wrap_pyfunction!(drain::conn_drain, m)?)?;

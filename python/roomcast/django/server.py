@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import logging
 import warnings
-from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
 from django.conf import settings
@@ -43,12 +42,21 @@ VIEW_THREAD_STACK = 512 * 1024
 HTTP_THREADS = 8
 
 
-@dataclass(frozen=True)
 class DjangoRequest(Request):
     """The handshake as ``on_connect`` of a ``ROOMCAST_APP`` sees it: a ``roomcast.Request``
-    that has been through the project's middleware, with ``user`` and ``session``."""
+    that has been through the project's middleware, with ``user`` and ``session``; the
+    ``HttpRequest`` itself is ``django``."""
 
-    django: Optional[HttpRequest] = field(default=None, compare=False, repr=False)
+    __slots__ = ("django",)
+
+    django: Optional[HttpRequest]
+
+    @classmethod
+    def _enrich(cls, request: Request, django: HttpRequest) -> DjangoRequest:
+        enriched = cls.__new__(cls)
+        request._copy_into(enriched)
+        object.__setattr__(enriched, "django", django)
+        return enriched
 
     @property
     def user(self) -> Any:
@@ -188,7 +196,7 @@ def _route(app: Server, views: ViewSockets) -> None:
         if not has_hooks or (own_paths is not None and request.path not in own_paths):
             raise Reject(404, f"no WebSocket view or roomcast app at {request.path}\n")
         django_request = _through_middleware(through, environ)
-        enriched = DjangoRequest(**_init_fields(request), django=django_request)
+        enriched = DjangoRequest._enrich(request, django_request)
         conn.request = enriched
         if own_connect is None:
             return True
@@ -210,11 +218,6 @@ def _route(app: Server, views: ViewSockets) -> None:
     app._on_message = on_message
     app._on_disconnect = on_disconnect
     app._events = {name: wrap(hook) for name, hook in own_events.items()}
-
-
-def _init_fields(request: Request) -> dict[str, Any]:
-    """What ``Request`` was made with, so a ``DjangoRequest`` copies every field of it."""
-    return {f.name: getattr(request, f.name) for f in fields(Request) if f.init}
 
 
 def _through_middleware(through: _ThroughMiddleware, environ: dict[str, Any]) -> HttpRequest:
