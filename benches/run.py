@@ -398,6 +398,21 @@ def main() -> int:
     return 0
 
 
+# Sections below this line are studies measured by their own scripts (each names its command);
+# a new report keeps them as they are.
+STUDIES_MARK = "<!-- studies: measured by their own scripts; make bench keeps this part -->"
+
+
+def kept_studies(report: Path) -> list[str]:
+    """The studies part of an existing report, from its mark up to `## Reproduce`."""
+    old = report.read_text().split("\n") if report.exists() else []
+    if STUDIES_MARK not in old:
+        return [STUDIES_MARK, ""]
+    start = old.index(STUDIES_MARK)
+    end = next((i for i in range(start, len(old)) if old[i] == "## Reproduce"), len(old))
+    return old[start:end]
+
+
 def write_report(out: Path, scs, all_servers, results, args, cluster_results=None) -> None:
     lines = [
         "# Benchmarks",
@@ -480,11 +495,11 @@ def write_report(out: Path, scs, all_servers, results, args, cluster_results=Non
             )
         lines.append("")
     lines += targets(results)
+    lines += ["![ratios](benchmarks.png)", ""]
     if cluster_results:
         lines += cluster_section(cluster_results)
+    lines += kept_studies(out)
     lines += [
-        "![ratios](benchmarks.png)",
-        "",
         "## Reproduce",
         "",
         "```sh",

@@ -23,6 +23,8 @@ settings = {
     "heartbeat_interval": float(os.environ.get("ROOMCAST_HEARTBEAT", "30")),
     "io_threads": int(os.environ.get("ROOMCAST_IO_THREADS", "1")),
     "workers": int(os.environ.get("ROOMCAST_WORKERS", "2")),
+    # "deflate" turns permessage-deflate on (benches/deflate_cost.py compares it with off).
+    "compression": os.environ.get("ROOMCAST_COMPRESSION") or None,
 }
 if "--broker" in sys.argv[2:]:
     settings["broker"] = sys.argv[sys.argv.index("--broker") + 1]

@@ -90,6 +90,10 @@ class Server:
       compressed; a broadcast is compressed once for all its members; a client's compressed
       message that inflates past ``max_message_size`` closes with 1009. No connection keeps
       a compressor between messages (``*_no_context_takeover``), so idle ones cost nothing.
+      Off by default: a connection's own sends cost up to 2.8 times the CPU compressed, and a
+      message mixing a secret with text an attacker chooses leaks through its size. Worth it
+      for large (≥ 512 B), mostly broadcast messages to clients that pay for bytes: about half
+      the bytes, for one compression per broadcast (docs/benchmarks.md).
     - ``metrics_path`` (None = off): a plain HTTP ``GET`` of this path on the server's own
       port answers ``stats()`` in Prometheus' text format, written by the core without
       Python (so it answers even while every hook worker is busy). To add the same metrics
