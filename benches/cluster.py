@@ -372,13 +372,15 @@ def core_cells(ok: list[dict]) -> tuple[str, str]:
 
 
 def splice_section(path: Path, section: list[str]) -> None:
-    """Replaces the cluster section of an existing report (or adds it before `## Reproduce`),
-    leaving every other section as it is."""
+    """Replaces the cluster section of an existing report (or adds it before the studies or
+    `## Reproduce`), leaving every other section as it is."""
     old = path.read_text().split("\n") if path.exists() else ["# Benchmarks", ""]
     if CLUSTER_HEADING in old:
         start = old.index(CLUSTER_HEADING)
         end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
     else:
-        start = end = next((i for i, line in enumerate(old) if line == "## Reproduce"), len(old))
+        # Before the studies that `make bench` keeps, or else before `## Reproduce`.
+        at = (i for i, line in enumerate(old) if line.startswith("<!-- studies") or line == "## Reproduce")
+        start = end = next(at, len(old))
     path.write_text("\n".join(old[:start] + section + old[end:]))
     print(f"wrote the cluster section of {path}", file=sys.stderr)
