@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::Ws;
 use crate::payload::{self, Header};
+use crate::rawws;
 use crate::stats::Recorder;
 
 /// The wire protocol of a traffic scenario.
@@ -44,8 +45,46 @@ pub const MESSAGE_SUFFIX: &[u8] = br#""}"#;
 pub const ENTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The `enter` frame of user `uid` (whose name is its uid too) into `room`.
-pub fn enter_frame(uid: &str, room: &str) -> Message {
-    Message::text(format!(r#"{{"event":"enter","message":"{uid}","roomid":"{room}","uid":"{uid}"}}"#))
+pub fn enter_frame(uid: &str, room: &str) -> String {
+    format!(r#"{{"event":"enter","message":"{uid}","roomid":"{room}","uid":"{uid}"}}"#)
+}
+
+/// A connection that can enter a room: tungstenite's (`conn::Ws`) or the bare client's.
+pub(crate) trait ChatConn {
+    async fn chat_send(&mut self, text: String) -> Result<(), String>;
+    /// The next data frame's payload (`None` for a control frame); a Close, or the end of the
+    /// connection, is an error.
+    async fn chat_next(&mut self) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl ChatConn for Ws {
+    async fn chat_send(&mut self, text: String) -> Result<(), String> {
+        self.send(Message::text(text)).await.map_err(|e| e.to_string())
+    }
+
+    async fn chat_next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        match self.next().await {
+            Some(Ok(Message::Close(f))) => Err(format!("server sent close {f:?}")),
+            Some(Ok(m)) => Ok(payload::data_of(&m).map(<[u8]>::to_vec)),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("connection closed".into()),
+        }
+    }
+}
+
+impl ChatConn for rawws::Ws {
+    async fn chat_send(&mut self, text: String) -> Result<(), String> {
+        self.send_text(&text).await.map_err(|f| f.detail)
+    }
+
+    async fn chat_next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let f = self.next().await.map_err(|f| f.detail)?;
+        match f.op {
+            rawws::OP_CLOSE => Err(format!("server sent close {}", self.close_code(&f))),
+            rawws::OP_TEXT | rawws::OP_BINARY => Ok(Some(self.payload(&f).to_vec())),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// What a received chat frame is, as far as the loadgen cares.
@@ -238,20 +277,16 @@ pub fn decode(proto: Proto, data: &[u8]) -> Received {
 
 /// Sends `enter` on `ws` and reads until the server's `enter` broadcast for `uid` comes back
 /// (the connection is then in the room); frames before it are skipped.
-pub async fn enter(ws: &mut Ws, uid: &str, room: &str) -> Result<(), String> {
-    ws.send(enter_frame(uid, room)).await.map_err(|e| format!("send enter: {e}"))?;
+pub async fn enter(ws: &mut impl ChatConn, uid: &str, room: &str) -> Result<(), String> {
+    ws.chat_send(enter_frame(uid, room)).await.map_err(|e| format!("send enter: {e}"))?;
     let wait = async {
         loop {
-            let msg = match ws.next().await {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => return Err(format!("waiting for enter: {e}")),
-                None => return Err("connection closed while waiting for enter".into()),
+            let data = match ws.chat_next().await {
+                Ok(Some(data)) => data,
+                Ok(None) => continue,
+                Err(e) => return Err(format!("waiting for enter: {e}")),
             };
-            if let Message::Close(f) = &msg {
-                return Err(format!("server sent close {f:?} while waiting for enter"));
-            }
-            let Some(data) = payload::data_of(&msg) else { continue };
-            match scan(data) {
+            match scan(&data) {
                 Frame::Enter(u) if u == uid.as_bytes() => return Ok(()),
                 Frame::Refused(e, m) => {
                     return Err(format!(
@@ -274,7 +309,7 @@ pub async fn enter(ws: &mut Ws, uid: &str, room: &str) -> Result<(), String> {
 /// connections that are in (in their original order) and how many failed (recorded). A
 /// connection that is in keeps reading (and dropping) the others' `enter` broadcasts until all
 /// are done, so they do not pile up in the server's queue for it.
-pub async fn enter_all(wss: Vec<Ws>, uid_prefix: &str, room: &str, rec: &Recorder) -> (Vec<Ws>, u64) {
+pub async fn enter_all<C: ChatConn>(wss: Vec<C>, uid_prefix: &str, room: &str, rec: &Recorder) -> (Vec<C>, u64) {
     let pending = Cell::new(wss.len());
     let all_done = Notify::new();
     let finished = || {
@@ -292,10 +327,8 @@ pub async fn enter_all(wss: Vec<Ws>, uid_prefix: &str, room: &str, rec: &Recorde
                 while pending.get() > 0 {
                     let done = all_done.notified();
                     tokio::select! {
-                        m = ws.next() => match m {
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => return (ws, Err(format!("after enter: {e}"))),
-                            None => return (ws, Err("connection closed after enter".into())),
+                        m = ws.chat_next() => if let Err(e) = m {
+                            return (ws, Err(format!("after enter: {e}")));
                         },
                         _ = done => {}
                     }

@@ -10,6 +10,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
+use crate::rawws;
+
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// Per-connection limit on TCP connect + handshake.
@@ -150,6 +152,50 @@ pub async fn open_traffic(
     })
     .await;
     if unopened > 0 {
+        failed += unopened as u64;
+        rec.error(label, format!("{unopened} connections to {path} not open after {}s", OPEN_BUDGET.as_secs()));
+    }
+    (open, failed)
+}
+
+/// Opens `n` connections to `path` with the bare client (`rawws`), 100 at a time, within
+/// OPEN_BUDGET. Returns the open ones and how many failed; failures are recorded under `label`.
+pub async fn open_raw(
+    t: &Target,
+    path: &str,
+    n: usize,
+    rec: &crate::stats::Recorder,
+    label: &str,
+) -> (Vec<rawws::Ws>, u64) {
+    let req = rawws::request(&t.authority, path, &format!("http://{}", t.authority));
+    let one = |i: usize| {
+        let req = &req;
+        async move {
+            let opened = async {
+                let stream = rawws::connect(t.addr, req, rawws::SocketOpts::default(), None).await?;
+                rawws::Ws::upgraded(stream, 0x5eed_0000 ^ i as u32).await
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, opened).await {
+                Ok(r) => r.map_err(|f| f.detail),
+                Err(_) => Err(format!("connect+handshake timed out after {}s", CONNECT_TIMEOUT.as_secs())),
+            }
+        }
+    };
+    let mut results = stream::iter(0..n).map(one).buffer_unordered(100);
+    let (mut open, mut failed) = (Vec::with_capacity(n), 0u64);
+    let all = async {
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(ws) => open.push(ws),
+                Err(e) => {
+                    failed += 1;
+                    rec.error(label, e);
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(OPEN_BUDGET, all).await.is_err() {
+        let unopened = n - open.len() - failed as usize;
         failed += unopened as u64;
         rec.error(label, format!("{unopened} connections to {path} not open after {}s", OPEN_BUDGET.as_secs()));
     }

@@ -18,9 +18,10 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::chatproto::{self, Proto, Received};
 use crate::conn::{self, ConnectOpts, Target, Ws};
 use crate::flow::Flow;
-use crate::payload::{self, Header, PayloadWriter};
+use crate::payload::{Header, PayloadWriter};
 use crate::peer::{CLOSE_GRACE, DRAIN_NS, STALL_NS};
-use crate::reading::{self, Done, Next};
+use crate::rawws;
+use crate::reading::{self, Done, Next, NextRaw};
 use crate::stats::{Clock, CpuMark, Recorder, Window, add};
 use crate::{Outcome, Timing};
 
@@ -63,8 +64,7 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
         Proto::Chat => ("/", "/"),
     };
     let rec = Recorder::new();
-    let (mut subs, mut connect_errors) =
-        conn::open_traffic(&target, sub_path, a.subs, a.size, &rec, "connect subscriber").await;
+    let (mut subs, mut connect_errors) = conn::open_raw(&target, sub_path, a.subs, &rec, "connect subscriber").await;
     eprintln!("loadgen: {} of {} subscribers connected", subs.len(), a.subs);
     if a.proto == Proto::Chat && !subs.is_empty() {
         let (entered, failed) = chatproto::enter_all(subs, "s", "bench", &rec).await;
@@ -151,21 +151,30 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
     Outcome { out, connected: true }
 }
 
-async fn subscriber(sh: Rc<Shared>, mut ws: Ws) {
+/// A subscriber reads with the bare client: the load generator reads every delivery, so its
+/// cost per frame bounds what the fan-out can measure (with a WebSocket library's message
+/// objects it was the limit at socketify's rate).
+async fn subscriber(sh: Rc<Shared>, mut ws: rawws::Ws) {
     let clock = sh.clock;
     let drain = sleep_until(clock.at(sh.drain_end_ns));
     tokio::pin!(drain);
+    // Frames that came in one read arrived together: the clock is read once per read.
+    let (mut reads, mut now) = (u64::MAX, 0);
     let failure = loop {
-        let msg = match reading::next_frame(&mut ws, &sh.done, drain.as_mut()).await {
-            Next::Frame(m) => m,
-            Next::Over => break None,
-            Next::Lost(e) => break Some(e),
+        let f = match reading::next_raw(&mut ws, &sh.done, drain.as_mut()).await {
+            NextRaw::Frame(f) => f,
+            NextRaw::Over => break None,
+            NextRaw::Lost(e) => break Some(e),
         };
-        let Some(data) = payload::data_of(&msg) else {
-            continue; // ping/pong: tungstenite answers pings itself
-        };
-        let now = clock.now_ns();
-        let h = match chatproto::decode(sh.proto, data) {
+        if ws.reads() != reads {
+            reads = ws.reads();
+            now = clock.now_ns();
+        }
+        if !f.fin {
+            sh.rec.error("subscriber", "a fragmented message (not expected from a server at these sizes)".to_string());
+            continue;
+        }
+        let h = match chatproto::decode(sh.proto, ws.payload(&f)) {
             Received::Payload(h) => h,
             Received::Skip => {
                 add(&sh.skipped, 1);
@@ -189,11 +198,7 @@ async fn subscriber(sh: Rc<Shared>, mut ws: Ws) {
         sh.rec.error("subscriber", e);
         return;
     }
-    let _ = timeout(CLOSE_GRACE, async {
-        let _ = ws.close(None).await;
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
+    let _ = timeout(CLOSE_GRACE, ws.close()).await;
 }
 
 async fn publish(sh: Rc<Shared>, ws: Ws, win: u32, size: usize) {

@@ -10,6 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep, timeout_at};
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use crate::rawws;
+
 /// Set once, when nothing more is expected (no one sends any more and what was sent has
 /// arrived): the readers stop and the run reports.
 #[derive(Default)]
@@ -75,6 +77,36 @@ where
             Some(Ok(m)) => Next::Frame(m),
             Some(Err(e)) => Next::Lost(e.to_string()),
             None => Next::Lost("connection closed by server".to_string()),
+        };
+    }
+}
+
+/// What a bare client's reader (`rawws::Ws`) gets from `next_raw`.
+pub enum NextRaw {
+    /// A data frame (pings are answered on the way, pongs skipped).
+    Frame(rawws::Frame),
+    Over,
+    Lost(String),
+}
+
+/// `next_frame` for the bare client: its next data frame, unless the run is over first.
+pub async fn next_raw(ws: &mut rawws::Ws, done: &Done, mut drain: Pin<&mut Sleep>) -> NextRaw {
+    loop {
+        if done.is_set() {
+            return NextRaw::Over;
+        }
+        let notified = done.notify.notified();
+        let frame = tokio::select! {
+            biased;
+            f = ws.next() => f,
+            _ = notified => continue,
+            _ = &mut drain => return NextRaw::Over,
+        };
+        return match frame {
+            Ok(f) if f.op == rawws::OP_CLOSE => NextRaw::Lost(format!("server sent close {}", ws.close_code(&f))),
+            Ok(f) if f.op == rawws::OP_TEXT || f.op == rawws::OP_BINARY => NextRaw::Frame(f),
+            Ok(_) => continue,
+            Err(e) => NextRaw::Lost(e.detail),
         };
     }
 }
