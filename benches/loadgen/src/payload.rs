@@ -45,6 +45,16 @@ impl PayloadWriter {
 
     /// A TEXT message carrying `h`: the prefix, exactly `size` payload bytes, the suffix.
     pub fn message(&mut self, h: Header) -> Message {
+        let bytes = self.bytes(h);
+        // The message is pure ASCII, so the UTF-8 check cannot fail (and is cheap).
+        match Utf8Bytes::try_from(bytes) {
+            Ok(text) => Message::Text(text),
+            Err(_) => unreachable!("ASCII payload is valid UTF-8"),
+        }
+    }
+
+    /// The bytes of `message(h)`, for the bare client.
+    pub fn bytes(&mut self, h: Header) -> Bytes {
         let len = self.prefix.len() + self.size + self.suffix.len();
         if self.buf.capacity() - self.buf.len() < len {
             // Reuses the chunk in place once every message cut from it has been dropped.
@@ -63,12 +73,7 @@ impl PayloadWriter {
             left -= n;
         }
         self.buf.extend_from_slice(self.suffix);
-        let bytes: Bytes = self.buf.split().freeze();
-        // The message is pure ASCII, so the UTF-8 check cannot fail (and is cheap).
-        match Utf8Bytes::try_from(bytes) {
-            Ok(text) => Message::Text(text),
-            Err(_) => unreachable!("ASCII payload is valid UTF-8"),
-        }
+        self.buf.split().freeze()
     }
 }
 

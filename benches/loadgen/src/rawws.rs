@@ -162,6 +162,11 @@ impl Ws {
         write(&mut self.tcp, &frame).await.map_err(|e| Fail::io("write", e))
     }
 
+    /// Appends a frame masked with this connection's key to `out`, to send with `send_raw`.
+    pub fn put(&self, out: &mut Vec<u8>, op: u8, payload: &[u8]) {
+        put_frame(out, op, payload, self.mask);
+    }
+
     pub async fn send_text(&mut self, text: &str) -> Result<(), Fail> {
         self.send(OP_TEXT, text.as_bytes()).await
     }
@@ -250,22 +255,21 @@ impl Ws {
         }
     }
 
+    /// A whole frame is buffered: `next` returns it without reading from the socket.
+    pub fn has_frame(&self) -> bool {
+        frame_size(&self.buf[self.pos..]).is_some_and(|(head, len)| self.buf.len() - self.pos >= head + len)
+    }
+
     /// A complete frame at the read position, if one is there; consumes it.
     fn parse(&mut self) -> Result<Option<Frame>, Fail> {
         let b = &self.buf[self.pos..];
-        if b.len() < 2 {
-            return Ok(None);
-        }
-        if b[1] & 0x80 != 0 {
+        if b.len() >= 2 && b[1] & 0x80 != 0 {
             return Err(Fail::new("protocol", "masked frame from the server"));
         }
-        let (len, head) = match b[1] & 0x7f {
-            126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
-            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().expect("8 bytes")), 10),
-            126 | 127 => return Ok(None),
-            n => (u64::from(n), 2),
+        let Some((head, len)) = frame_size(b) else {
+            return Ok(None);
         };
-        let total = head as u64 + len;
+        let total = head as u64 + len as u64;
         if (b.len() as u64) < total {
             self.buf.reserve(total as usize - b.len());
             return Ok(None);
@@ -275,6 +279,16 @@ impl Ws {
         self.pos = f.end;
         Ok(Some(f))
     }
+}
+
+/// The header and payload sizes of the frame starting `b`, once its header is there.
+fn frame_size(b: &[u8]) -> Option<(usize, usize)> {
+    let (len, head) = match *b.get(1)? & 0x7f {
+        126 => (u64::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])), 4),
+        127 => (u64::from_be_bytes(b.get(2..10)?.try_into().ok()?), 10),
+        n => (u64::from(n), 2),
+    };
+    Some((head, usize::try_from(len).ok()?))
 }
 
 fn set_max_segment(sock: &TcpSocket, mss: u32) -> std::io::Result<()> {
@@ -303,6 +317,12 @@ async fn read_more(tcp: &mut Stream, buf: &mut Vec<u8>) -> std::io::Result<usize
 /// A final, masked frame.
 pub fn frame(op: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
+    put_frame(&mut out, op, payload, mask);
+    out
+}
+
+/// Appends a final, masked frame to `out` (frames sent together go out in one write).
+pub fn put_frame(out: &mut Vec<u8>, op: u8, payload: &[u8], mask: [u8; 4]) {
     out.push(0x80 | op);
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
@@ -317,7 +337,6 @@ pub fn frame(op: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     }
     out.extend_from_slice(&mask);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
 }
 
 /// Reads what the server sends until it ends the connection, for at most `limit`: the close
@@ -342,4 +361,22 @@ pub async fn drain(ws: &mut Ws, limit: Duration) -> Result<Option<u16>, Fail> {
         let _ = ws.send(OP_CLOSE, &[]).await;
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frames_size_is_known_once_its_header_is_there() {
+        assert_eq!(frame_size(&[0x81]), None);
+        assert_eq!(frame_size(&[0x81, 5, b'h']), Some((2, 5)));
+        assert_eq!(frame_size(&[0x82, 126, 1]), None);
+        assert_eq!(frame_size(&[0x82, 126, 1, 0]), Some((4, 256)));
+        let mut long = vec![0x82, 127];
+        long.extend_from_slice(&70_000u64.to_be_bytes()[..7]);
+        assert_eq!(frame_size(&long), None);
+        long.push(0x70);
+        assert_eq!(frame_size(&long), Some((10, 70_000)));
+    }
 }

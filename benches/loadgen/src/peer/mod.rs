@@ -1,6 +1,8 @@
 //! The `echo` and `chat` scenarios: every connection keeps `window` of its own messages in
 //! flight (a message completes when its sender gets it back) and counts what it receives.
 //! With `--protocol chat` the chat members first `enter` the room and speak JSON frames.
+//! Echo connections read and write with the bare client (`raw`), chat members with the
+//! WebSocket library.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -20,6 +22,8 @@ use crate::payload::{self, Header, PayloadWriter};
 use crate::reading::{self, Done, Next};
 use crate::stats::{Clock, CpuMark, Recorder, Window, add};
 use crate::{Outcome, Timing};
+
+mod raw;
 
 /// A message not complete this long after it was sent stops counting against the window
 /// (it may still arrive and be counted); so a lost message does not shrink the window for good.
@@ -129,8 +133,15 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         (Kind::Chat, Proto::Chat) => "/",
     };
     let rec = Recorder::new();
-    let (mut wss, mut connect_errors) = conn::open_traffic(&target, path, a.conns, a.size, &rec, "connect").await;
-    eprintln!("loadgen: {} of {} connections to {path} open", wss.len(), a.conns);
+    // Echo connections use the bare client; chat members the WebSocket library.
+    let (mut wss, raws, mut connect_errors) = if a.kind == Kind::Echo {
+        let (raws, failed) = conn::open_raw(&target, path, a.conns, &rec, "connect").await;
+        (Vec::new(), raws, failed)
+    } else {
+        let (wss, failed) = conn::open_traffic(&target, path, a.conns, a.size, &rec, "connect").await;
+        (wss, Vec::new(), failed)
+    };
+    eprintln!("loadgen: {} of {} connections to {path} open", wss.len() + raws.len(), a.conns);
     let mut out = Map::new();
     out.insert("protocol".into(), json!(proto.name()));
     out.insert("conns".into(), json!(a.conns));
@@ -146,9 +157,10 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         // Give the server time to register every member of the room.
         sleep(Duration::from_millis(500)).await;
     }
-    out.insert("conns_ok".into(), json!(wss.len()));
+    let open = wss.len() + raws.len();
+    out.insert("conns_ok".into(), json!(open));
     out.insert("connect_errors".into(), json!(connect_errors));
-    if wss.is_empty() {
+    if open == 0 {
         rec.fill(&mut out);
         return Outcome { out, connected: false };
     }
@@ -163,7 +175,7 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         size: a.size,
         win: a.window,
         burst: a.burst,
-        members: Cell::new(wss.len() as u64),
+        members: Cell::new(open as u64),
         sent_all: Cell::new(0),
         expected_all: Cell::new(0),
         recv_all: Cell::new(0),
@@ -173,11 +185,14 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
         own_win: Cell::new(0),
         abandoned: Cell::new(0),
         skipped: Cell::new(0),
-        writers: Cell::new(wss.len()),
+        writers: Cell::new(open),
         done: Done::default(),
     });
-    let tasks: Vec<_> =
+    let mut tasks: Vec<_> =
         wss.into_iter().enumerate().map(|(i, ws)| tokio::task::spawn_local(peer(sh.clone(), ws, i as u32))).collect();
+    tasks.extend(
+        raws.into_iter().enumerate().map(|(i, ws)| tokio::task::spawn_local(raw::peer(sh.clone(), ws, i as u32))),
+    );
     eprintln!("loadgen: warmup {}s, measuring {}s", timing.warmup, timing.duration);
 
     sleep_until(clock.at(window.start_ns)).await;
