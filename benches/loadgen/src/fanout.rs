@@ -22,7 +22,7 @@ use crate::payload::{Header, PayloadWriter};
 use crate::peer::{CLOSE_GRACE, DRAIN_NS, STALL_NS};
 use crate::rawws;
 use crate::reading::{self, Done, Next, NextRaw};
-use crate::stats::{Clock, CpuMark, Recorder, Window, add};
+use crate::stats::{self, Clock, Recorder, Window, add};
 use crate::{Outcome, Timing};
 
 pub struct FanoutArgs {
@@ -125,17 +125,12 @@ pub async fn run(a: FanoutArgs, target: Target, timing: Timing, server_pid: Opti
     tasks.push(tokio::task::spawn_local(publish(sh.clone(), publisher, a.window, a.size)));
     eprintln!("loadgen: warmup {}s, measuring {}s", timing.warmup, timing.duration);
 
-    sleep_until(clock.at(window.start_ns)).await;
-    let mark = CpuMark::take(server_pid);
-    sleep_until(clock.at(window.end_ns)).await;
-    mark.fill_since(server_pid, &mut out);
+    stats::sample_window(clock, &window, server_pid, &mut out).await;
 
     let drain = clock.at(sh.drain_end_ns);
     sh.done.wait_until(drain).await;
     let lost = sh.flow.undelivered_sent_in(&window);
-    for t in tasks {
-        let _ = timeout_at(drain + CLOSE_GRACE, t).await;
-    }
+    reading::join_until(tasks, drain + CLOSE_GRACE).await;
     let (published, delivered) = (sh.published_win.get(), sh.deliveries_win.get());
     out.insert("msgs_per_s".into(), json!(window.rate(published)));
     out.insert("deliveries_per_s".into(), json!(window.rate(delivered)));

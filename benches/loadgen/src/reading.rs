@@ -111,6 +111,13 @@ pub async fn next_raw(ws: &mut rawws::Ws, done: &Done, mut drain: Pin<&mut Sleep
     }
 }
 
+/// Waits for each task to end, none past `deadline` (a task still running then is left).
+pub async fn join_until<T>(tasks: Vec<tokio::task::JoinHandle<T>>, deadline: Instant) {
+    for t in tasks {
+        let _ = timeout_at(deadline, t).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -173,6 +173,15 @@ pub struct CpuMark {
     server: Option<u64>,
 }
 
+/// Waits through the measurement `window` and adds the CPU and RSS figures over it to `out`
+/// (`CpuMark::fill_since`).
+pub async fn sample_window(clock: Clock, window: &Window, server_pid: Option<u32>, out: &mut Map<String, Value>) {
+    tokio::time::sleep_until(clock.at(window.start_ns)).await;
+    let mark = CpuMark::take(server_pid);
+    tokio::time::sleep_until(clock.at(window.end_ns)).await;
+    mark.fill_since(server_pid, out);
+}
+
 impl CpuMark {
     pub fn take(server_pid: Option<u32>) -> Self {
         CpuMark { at: Instant::now(), own: cpu_ticks(None), server: server_pid.and_then(|p| cpu_ticks(Some(p))) }

@@ -26,13 +26,13 @@ use std::time::Duration;
 
 use serde_json::{Map, json};
 use tokio::sync::Notify;
-use tokio::time::{Sleep, sleep, sleep_until, timeout, timeout_at};
+use tokio::time::{Sleep, sleep, sleep_until, timeout};
 
 use crate::conn::{self, ConnectOpts, Target, Ws};
 use crate::flow::Flow;
 use crate::payload::PayloadWriter;
 use crate::peer::CLOSE_GRACE;
-use crate::reading::Done;
+use crate::reading::{self, Done};
 use crate::sequence::Faults;
 use crate::socketio;
 use crate::stats::{Clock, ProcsMark, Recorder, Window, secs_to_ns};
@@ -324,9 +324,7 @@ pub async fn run(a: ClusterArgs, timing: Timing, pids: &[u32], core: Option<u32>
     let drain = sh.drain_end();
     sh.done.wait_until(drain).await;
     // Subscribers stop at once (done, or the drain is over) and add up their faults first.
-    for t in tasks {
-        let _ = timeout_at(drain + CLOSE_GRACE, t).await;
-    }
+    reading::join_until(tasks, drain + CLOSE_GRACE).await;
 
     let (sent, delivered) = (sh.sent_win.get(), sh.deliveries_win.get());
     let faults = sh.faults.get();

@@ -20,7 +20,7 @@ use crate::chatproto::{self, Proto, Received};
 use crate::conn::{self, Target, Ws};
 use crate::payload::{self, Header, PayloadWriter};
 use crate::reading::{self, Done, Next};
-use crate::stats::{Clock, CpuMark, Recorder, Window, add};
+use crate::stats::{self, Clock, Recorder, Window, add};
 use crate::{Outcome, Timing};
 
 mod raw;
@@ -85,6 +85,29 @@ impl Shared {
         }
     }
 
+    /// A message sent at `ts`: counted, with the copies of it expected back.
+    fn count_sent(&self, ts: u64) {
+        let fan = self.fan();
+        add(&self.sent_all, 1);
+        add(&self.expected_all, fan);
+        if self.window.contains(ts) {
+            add(&self.sent_win, 1);
+            add(&self.expected_win, fan);
+        }
+    }
+
+    /// A message `h` received at `now`; `own`: the receiving connection sent it.
+    fn count_received(&self, h: &Header, own: bool, now: u64) {
+        add(&self.recv_all, 1);
+        if self.window.contains(h.sent_ns) {
+            add(&self.recv_win, 1);
+            if own {
+                add(&self.own_win, 1);
+            }
+            self.rec.latency_ns(now.saturating_sub(h.sent_ns));
+        }
+    }
+
     /// Everything is over once no one sends any more and every expected copy arrived.
     fn check_done(&self) {
         if self.writers.get() == 0 && self.recv_all.get() >= self.expected_all.get() {
@@ -102,6 +125,10 @@ struct Flow {
 }
 
 impl Flow {
+    fn new(id: u32, window: u32) -> Self {
+        Flow { id, in_flight: RefCell::new(VecDeque::with_capacity(window as usize)), wake: Notify::new() }
+    }
+
     /// An own message came back: it leaves the window (unless it was already given up on).
     fn returned(&self, seq: u64) {
         let mut q = self.in_flight.borrow_mut();
@@ -195,16 +222,11 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
     );
     eprintln!("loadgen: warmup {}s, measuring {}s", timing.warmup, timing.duration);
 
-    sleep_until(clock.at(window.start_ns)).await;
-    let mark = CpuMark::take(server_pid);
-    sleep_until(clock.at(window.end_ns)).await;
-    mark.fill_since(server_pid, &mut out);
+    stats::sample_window(clock, &window, server_pid, &mut out).await;
 
     let drain = clock.at(sh.drain_end_ns);
     sh.done.wait_until(drain).await;
-    for t in tasks {
-        let _ = timeout_at(drain + CLOSE_GRACE, t).await;
-    }
+    reading::join_until(tasks, drain + CLOSE_GRACE).await;
 
     let (sent, recv) = (sh.sent_win.get(), sh.recv_win.get());
     match a.kind {
@@ -235,7 +257,7 @@ pub async fn run(a: PeerArgs, target: Target, timing: Timing, server_pid: Option
 /// One connection: a writer and a reader half running side by side in one task.
 async fn peer(sh: Rc<Shared>, ws: Ws, id: u32) {
     let (mut sink, mut stream) = ws.split();
-    let flow = Flow { id, in_flight: RefCell::new(VecDeque::with_capacity(sh.win as usize)), wake: Notify::new() };
+    let flow = Flow::new(id, sh.win);
     let writer = async {
         if let Err(e) = write_loop(&sh, &flow, &mut sink).await {
             sh.rec.error("send", e);
@@ -286,13 +308,7 @@ async fn write_loop(sh: &Shared, flow: &Flow, sink: &mut SplitSink<Ws, Message>)
         }
         for _ in 0..n {
             let ts = clock.now_ns();
-            let fan = sh.fan();
-            add(&sh.sent_all, 1);
-            add(&sh.expected_all, fan);
-            if sh.window.contains(ts) {
-                add(&sh.sent_win, 1);
-                add(&sh.expected_win, fan);
-            }
+            sh.count_sent(ts);
             flow.in_flight.borrow_mut().push_back((seq, ts));
             sink.feed(pw.message(Header { sender: flow.id, seq, sent_ns: ts })).await?;
             seq += 1;
@@ -330,15 +346,8 @@ async fn read_loop(sh: &Shared, flow: &Flow, stream: &mut SplitStream<Ws>) -> bo
                 continue;
             }
         };
-        add(&sh.recv_all, 1);
         let own = h.sender == flow.id;
-        if sh.window.contains(h.sent_ns) {
-            add(&sh.recv_win, 1);
-            if own {
-                add(&sh.own_win, 1);
-            }
-            sh.rec.latency_ns(now.saturating_sub(h.sent_ns));
-        }
+        sh.count_received(&h, own, now);
         if own {
             flow.returned(h.seq);
         }

@@ -4,13 +4,12 @@
 //! about 13 µs per echoed message and was at 85–92 % of its core against picows and the Rust
 //! reference: those rows measured the load generator.
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::{sleep, sleep_until};
 
-use super::{STALL_NS, Shared};
+use super::{Flow, Shared};
 use crate::chatproto::{self, Received};
 use crate::payload::{Header, PayloadWriter};
 use crate::rawws::{self, OP_TEXT};
@@ -30,8 +29,7 @@ pub(super) async fn peer(sh: Rc<Shared>, mut ws: rawws::Ws, id: u32) {
     tokio::pin!(tick);
     let mut pw = PayloadWriter::new(sh.size);
     let mut out = Vec::new();
-    // (sequence number, send time) of the messages in flight, oldest first.
-    let mut in_flight: VecDeque<(u64, u64)> = VecDeque::with_capacity(sh.win as usize);
+    let flow = Flow::new(id, sh.win);
     let (mut seq, mut sending) = (0u64, true);
     let failure = loop {
         if sending {
@@ -41,24 +39,16 @@ pub(super) async fn peer(sh: Rc<Shared>, mut ws: rawws::Ws, id: u32) {
                 sh.writers.set(sh.writers.get() - 1);
                 sh.check_done();
             } else {
-                while in_flight.front().is_some_and(|&(_, sent)| sent + STALL_NS <= now) {
-                    in_flight.pop_front();
-                    add(&sh.abandoned, 1);
-                }
+                add(&sh.abandoned, flow.abandon_old(now));
                 // What came back in one read is answered in one write, as a client that
                 // reads everything ready before writing does.
-                let n = sh.win - in_flight.len() as u32;
+                let n = sh.win - flow.in_flight.borrow().len() as u32;
                 if n > 0 && !(sh.burst && n < sh.win) && !ws.has_frame() {
                     out.clear();
                     for _ in 0..n {
                         let ts = clock.now_ns();
-                        add(&sh.sent_all, 1);
-                        add(&sh.expected_all, 1);
-                        if sh.window.contains(ts) {
-                            add(&sh.sent_win, 1);
-                            add(&sh.expected_win, 1);
-                        }
-                        in_flight.push_back((seq, ts));
+                        sh.count_sent(ts);
+                        flow.in_flight.borrow_mut().push_back((seq, ts));
                         ws.put(&mut out, OP_TEXT, &pw.bytes(Header { sender: id, seq, sent_ns: ts }));
                         seq += 1;
                     }
@@ -93,16 +83,9 @@ pub(super) async fn peer(sh: Rc<Shared>, mut ws: rawws::Ws, id: u32) {
                 continue;
             }
         };
-        add(&sh.recv_all, 1);
-        if sh.window.contains(h.sent_ns) {
-            add(&sh.recv_win, 1);
-            add(&sh.own_win, 1);
-            sh.rec.latency_ns(now.saturating_sub(h.sent_ns));
-        }
-        // Almost always the front; a search copes with reordering servers.
-        if let Some(pos) = in_flight.iter().position(|&(s, _)| s == h.seq) {
-            in_flight.remove(pos);
-        }
+        // Every message on an echo connection is its own.
+        sh.count_received(&h, true, now);
+        flow.returned(h.seq);
         sh.check_done();
     };
     if let Some(e) = failure {
